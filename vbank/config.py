@@ -1,0 +1,147 @@
+"""Settings from the environment (``VBANK_*``) with embedded defaults.
+
+The embedded default is a single process on SQLite and local files under the data
+directory; production sets a PostgreSQL URL, secrets and a data directory.  Secrets
+never appear in ``repr`` or logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+SECRET_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
+MASTER_KEY_FILE = "master.key"
+DEFAULT_WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _bool(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _int(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _load_or_create_secret(data_dir: Path, name: str = SECRET_FILE, nbytes: int = 48) -> str:
+    """Generate a secret once, store it with mode 0600, and reuse it afterwards."""
+    path = data_dir / name
+    if path.exists():
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise ConfigError(f"{path} must not be readable by group or others (mode {mode:o})")
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(nbytes) if name == SECRET_FILE else _new_master_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    logger.info("generated a new %s file in the data directory", name)
+    return value
+
+
+def _new_master_key() -> str:
+    return "k1:" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def parse_master_keys(value: str) -> tuple[tuple[str, bytes], ...]:
+    """``id:base64,id:base64`` (32-byte keys); the first one encrypts, all decrypt."""
+    keys: list[tuple[str, bytes]] = []
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key_id, sep, b64 = item.partition(":")
+        try:
+            raw = base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if not sep or not key_id or len(raw) != 32:
+            raise ConfigError("VBANK_MASTER_KEY must be id:base64(32 bytes)[,id:base64...]")
+        keys.append((key_id, raw))
+    if not keys:
+        raise ConfigError("VBANK_MASTER_KEY names no key")
+    return tuple(keys)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment."""
+
+    data_dir: Path
+    database_url: str
+    secret_key: str = field(repr=False)
+    master_keys: tuple[tuple[str, bytes], ...] = field(repr=False, default=())
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""
+    cookie_secure: bool = False
+    session_ttl_s: int = 8 * 3600
+    signin_max_failures: int = 5
+    signin_lockout_s: int = 300
+    max_body_bytes: int = 64 * 1024
+    password_time_cost: int = 2
+    password_memory_kib: int = 19 * 1024
+    turn_secret: str = field(default="", repr=False)
+    turn_urls: tuple[str, ...] = ()
+    stun_urls: tuple[str, ...] = ()
+    log_json: bool = True
+    web_dir: Path = field(default_factory=lambda: DEFAULT_WEB_DIR)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = dict(os.environ if env is None else env)
+        data_dir = Path(e.get("VBANK_DATA_DIR", "var")).expanduser().resolve()
+        database_url = e.get("VBANK_DATABASE_URL") or f"sqlite:///{data_dir / 'vbank.sqlite3'}"
+        secret = e.get("VBANK_SECRET_KEY") or _load_or_create_secret(data_dir)
+        if len(secret) < 32:
+            raise ConfigError("VBANK_SECRET_KEY must be at least 32 characters")
+
+        master = e.get("VBANK_MASTER_KEY") or _load_or_create_secret(data_dir, MASTER_KEY_FILE)
+
+        def urls(name: str) -> tuple[str, ...]:
+            return tuple(u.strip() for u in e.get(name, "").split(",") if u.strip())
+
+        return cls(
+            data_dir=data_dir,
+            database_url=database_url,
+            secret_key=secret,
+            master_keys=parse_master_keys(master),
+            host=e.get("VBANK_HOST", "127.0.0.1"),
+            port=_int(e.get("VBANK_PORT", "8080"), "VBANK_PORT"),
+            public_url=e.get("VBANK_PUBLIC_URL", ""),
+            cookie_secure=_bool(e.get("VBANK_COOKIE_SECURE", "false"), "VBANK_COOKIE_SECURE"),
+            session_ttl_s=_int(e.get("VBANK_SESSION_TTL_S", str(8 * 3600)), "VBANK_SESSION_TTL_S"),
+            signin_max_failures=_int(
+                e.get("VBANK_SIGNIN_MAX_FAILURES", "5"), "VBANK_SIGNIN_MAX_FAILURES"
+            ),
+            signin_lockout_s=_int(e.get("VBANK_SIGNIN_LOCKOUT_S", "300"), "VBANK_SIGNIN_LOCKOUT_S"),
+            max_body_bytes=_int(
+                e.get("VBANK_MAX_BODY_BYTES", str(64 * 1024)), "VBANK_MAX_BODY_BYTES"
+            ),
+            turn_secret=e.get("VBANK_TURN_SECRET", ""),
+            turn_urls=urls("VBANK_TURN_URLS"),
+            stun_urls=urls("VBANK_STUN_URLS"),
+            log_json=_bool(e.get("VBANK_LOG_JSON", "true"), "VBANK_LOG_JSON"),
+            web_dir=Path(e.get("VBANK_WEB_DIR", str(DEFAULT_WEB_DIR))),
+        )

@@ -1,0 +1,27 @@
+"""What the running application holds: settings, database, password hasher.
+
+Handlers reach it through ``request.app[SERVICES]``; tests build it directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from vbank.auth.passwords import Passwords
+from vbank.config import Settings
+from vbank.db import Database
+from vbank.http.access import Access, Handler
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    passwords: Passwords
+    access: dict[Handler, Access] = field(default_factory=dict)
+    shutting_down: bool = False
+
+
+SERVICES = web.AppKey("services", Services)

@@ -1,0 +1,115 @@
+"""Database engine and sessions: SQLite by default (WAL, foreign keys), PostgreSQL by URL.
+
+Settings hold one URL in its synchronous form (``sqlite:///…`` or
+``postgresql+psycopg://…``); the service uses the asyncio driver derived from it and
+Alembic the synchronous one.  On SQLite every transaction starts with
+``BEGIN IMMEDIATE`` through a single pooled connection, so writers never deadlock on a
+lock upgrade; PostgreSQL uses an ordinary pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import MetaData, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+
+logger = logging.getLogger(__name__)
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base shared by every table (domain and audit)."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def sync_url(url: str) -> URL:
+    """The URL Alembic and command-line tools use (blocking drivers)."""
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        return u.set(drivername="sqlite")
+    if u.get_backend_name() == "postgresql":
+        return u.set(drivername="postgresql+psycopg")
+    raise ValueError(f"unsupported database backend {u.get_backend_name()!r}")
+
+
+def async_url(url: str) -> URL:
+    """The URL the running service uses (asyncio drivers)."""
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        return u.set(drivername="sqlite+aiosqlite")
+    if u.get_backend_name() == "postgresql":
+        return u.set(drivername="postgresql+psycopg")
+    raise ValueError(f"unsupported database backend {u.get_backend_name()!r}")
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def configure_sqlite(sync_engine: Any) -> None:
+    """WAL, foreign keys, a busy timeout, and BEGIN IMMEDIATE for every transaction."""
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """Owns the async engine; hands out sessions and transactions."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = is_sqlite(url)
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.is_sqlite:
+            # One connection: SQLite has one writer anyway, and this keeps the
+            # write lock from ever being contended inside the process.
+            kwargs.update(pool_size=1, max_overflow=0, pool_timeout=60)
+        else:
+            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(async_url(url), **kwargs)
+        if self.is_sqlite:
+            configure_sqlite(self.engine.sync_engine)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction: committed on success, rolled back on error."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,1 @@
+"""HTTP layer: route access declarations, middlewares, problem+json errors, views."""
