@@ -7,17 +7,23 @@ import weakref
 
 from aiohttp import web
 
+from signaling.hub import Hub
+from signaling.media import MediaConfig, MediaManager, server_ice_servers
 from vbank.auth.passwords import Passwords
+from vbank.calls import Calls
 from vbank.config import Settings
+from vbank.contact.service import ContactService
 from vbank.context import SERVICES, Services
 from vbank.db import Database
-from vbank.http import auth_views, health, ws
+from vbank.http import auth_views, health, ice, ws
 from vbank.http.access import RouteTable
+from vbank.http.ice import ice_config
 from vbank.http.middleware import auth_middleware, error_middleware, security_headers_middleware
+from vbank.realtime import Realtime
 
 logger = logging.getLogger(__name__)
 
-ROUTE_TABLES = (health.routes, auth_views.routes, ws.routes)
+ROUTE_TABLES = (health.routes, auth_views.routes, ws.routes, ice.routes)
 
 
 def create_app(settings: Settings, db: Database | None = None) -> web.Application:
@@ -31,21 +37,33 @@ def create_app(settings: Settings, db: Database | None = None) -> web.Applicatio
         db=db or Database(settings.database_url),
         passwords=Passwords(settings.password_time_cost, settings.password_memory_kib),
     )
+    hub = Hub()
+    ice = ice_config(settings)
+    media = MediaManager(MediaConfig(), ice_servers=lambda: server_ice_servers(ice) if ice else ())
+    calls = Calls(services.db, hub, media, settings.data_dir / "recordings")
+    contacts = ContactService(services.db, grace_s=settings.agent_grace_s)
+    services.realtime = Realtime(contacts, hub, calls)
     app[SERVICES] = services
     app[ws.SOCKETS] = weakref.WeakSet()
     table = RouteTable()
     table.extend(ROUTE_TABLES)
     services.access = table.install(app)
     app.router.add_static("/static/", settings.web_dir / "static", name="static")
+    app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
     return app
+
+
+async def _on_startup(app: web.Application) -> None:
+    await app[SERVICES].realtime.start()
 
 
 async def _on_shutdown(app: web.Application) -> None:
     services = app[SERVICES]
     services.shutting_down = True
     await ws.close_all(app)
+    await services.realtime.stop()
 
 
 async def _on_cleanup(app: web.Application) -> None:

@@ -100,6 +100,7 @@ class Settings:
     signin_max_failures: int = 5
     signin_lockout_s: int = 300
     max_body_bytes: int = 64 * 1024
+    agent_grace_s: float = 30.0
     password_time_cost: int = 2
     password_memory_kib: int = 19 * 1024
     turn_secret: str = field(default="", repr=False)
@@ -139,6 +140,7 @@ class Settings:
             max_body_bytes=_int(
                 e.get("VBANK_MAX_BODY_BYTES", str(64 * 1024)), "VBANK_MAX_BODY_BYTES"
             ),
+            agent_grace_s=float(_int(e.get("VBANK_AGENT_GRACE_S", "30"), "VBANK_AGENT_GRACE_S")),
             turn_secret=e.get("VBANK_TURN_SECRET", ""),
             turn_urls=urls("VBANK_TURN_URLS"),
             stun_urls=urls("VBANK_STUN_URLS"),

@@ -1,17 +1,28 @@
-"""The per-user websocket: authenticated, Origin-checked, size-limited.
+"""The per-user websocket: authenticated, Origin-checked, size- and rate-limited.
 
-The chat and signalling protocol (``signaling/protocol.py``) is served here; the
-foundation answers pings and refuses everything else with a typed error.
+Frames are parsed by ``signaling.protocol`` and run by :class:`vbank.realtime.Realtime`.
+A bad frame gets a typed ``error`` frame and the connection goes on; a client that keeps
+flooding is disconnected (1008); nothing a client sends can stop other connections.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import weakref
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from signaling.protocol import (
+    DEFAULT_MAX_BYTES,
+    ErrorCode,
+    ErrorMessage,
+    ProtocolError,
+    parse_client_message,
+    serialize_server_message,
+)
+from signaling.ratelimit import FloodGuard, Verdict
+from vbank.contact.service import Caller
+from vbank.context import SERVICES
 from vbank.http.access import SIGNED_IN, RouteTable
 from vbank.http.middleware import origin_allowed, principal_of
 from vbank.http.problems import Problem
@@ -20,12 +31,13 @@ logger = logging.getLogger(__name__)
 
 routes = RouteTable()
 
-MAX_FRAME_BYTES = 64 * 1024
+MAX_FRAME_BYTES = DEFAULT_MAX_BYTES
 SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("websockets")
 
 
-def _error(code: str, message: str) -> str:
-    return json.dumps({"v": 1, "type": "error", "code": code, "message": message})
+async def _send_error(ws: web.WebSocketResponse, exc: ProtocolError) -> None:
+    if not ws.closed:
+        await ws.send_str(serialize_server_message(exc.to_message()))
 
 
 @routes.get("/ws", SIGNED_IN)
@@ -34,26 +46,43 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     if not origin_allowed(request):
         logger.info("websocket refused: foreign origin (user %s)", principal.user_id)
         raise Problem(403, "bad_origin", "cross-origin websocket refused")
+    services = request.app[SERVICES]
+    realtime = services.realtime
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_FRAME_BYTES)
     await ws.prepare(request)
     sockets = request.app[SOCKETS]
     sockets.add(ws)
+    caller = Caller(principal.user_id, principal.role)
+    guard = FloodGuard()
+    await realtime.connected(caller, ws)
     try:
         async for msg in ws:
             if msg.type is not WSMsgType.TEXT:
-                await ws.send_str(_error("bad_json", "send JSON text frames"))
+                await _send_error(ws, ProtocolError(ErrorCode.BAD_JSON, "send JSON text frames"))
                 continue
-            try:
-                data = json.loads(msg.data)
-            except json.JSONDecodeError:
-                await ws.send_str(_error("bad_json", "the message is not valid JSON"))
-                continue
-            if isinstance(data, dict) and data.get("type") == "ping":
-                await ws.send_str(json.dumps({"v": 1, "type": "pong"}))
-            else:
-                await ws.send_str(_error("unknown_type", "unknown message type"))
+            verdict = guard.admit_frame(len(msg.data))
+            if verdict is Verdict.ALLOW:
+                try:
+                    message = parse_client_message(msg.data, max_bytes=MAX_FRAME_BYTES)
+                    verdict = guard.admit_message(message.type)
+                    if verdict is Verdict.ALLOW:
+                        await realtime.handle(caller, message)
+                except ProtocolError as exc:
+                    await _send_error(ws, exc)
+                except Exception:
+                    logger.exception("websocket message failed (user %s)", caller.user_id)
+                    await _send_error(ws, ProtocolError(ErrorCode.INTERNAL, "internal error"))
+            if verdict is Verdict.REJECT:
+                wait = guard.retry_after()
+                await _send_error(
+                    ws, ProtocolError(ErrorCode.RATE_LIMITED, f"slow down; retry in {wait:.1f} s")
+                )
+            elif verdict is Verdict.DISCONNECT:
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"flooding")
+                break
     finally:
         sockets.discard(ws)
+        realtime.disconnected(caller, ws)
     return ws
 
 
@@ -61,3 +90,6 @@ async def close_all(app: web.Application) -> None:
     sockets = app[SOCKETS]
     for ws in list(sockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+
+__all__ = ["SOCKETS", "ErrorMessage", "close_all", "routes"]

@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 import audit.models  # noqa: F401  registers the audit tables
+import vbank.contact.models
 import vbank.models  # noqa: F401  registers the domain tables
 from vbank.db import Base, configure_sqlite, is_sqlite, sync_url
 

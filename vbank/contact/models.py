@@ -1,0 +1,83 @@
+"""Tables of contacts (a customer's conversation with the bank) and their chat messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from vbank.db import Base
+
+CONTACT_STATES = ("queued", "assigned", "closed")
+
+
+class Contact(Base):
+    """One conversation: queued by skill, assigned to an agent, closed.
+
+    ``last_seq`` is the sequence number of the newest chat message; messages are numbered
+    per contact so each side sees one order and can resume after a reconnect.
+    """
+
+    __tablename__ = "contacts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="RESTRICT"), index=True
+    )
+    agent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="RESTRICT"), nullable=True, index=True
+    )
+    skill: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    close_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    priority: Mapped[bool] = mapped_column(default=False)
+    last_seq: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (CheckConstraint("state IN ('queued','assigned','closed')", name="state"),)
+
+
+class ChatMessage(Base):
+    """A persisted chat line; (sender, client id) is unique so a resend is not duplicated."""
+
+    __tablename__ = "chat_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    sender_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    sender_role: Mapped[str] = mapped_column(String(16))
+    client_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("contact_id", "seq", name="uq_chat_messages_contact_seq"),
+        UniqueConstraint("sender_id", "client_id", name="uq_chat_messages_sender_client"),
+    )
+
+
+class ContactRead(Base):
+    """How far each participant has read a contact (for unread counts)."""
+
+    __tablename__ = "contact_reads"
+
+    contact_id: Mapped[str] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    last_read_seq: Mapped[int] = mapped_column(Integer, default=0)

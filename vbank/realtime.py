@@ -1,0 +1,404 @@
+"""What happens when a websocket message arrives: role checks, the contact service, fan-out.
+
+One :class:`Realtime` per application. The websocket handler parses frames
+(``signaling.protocol``) and hands each typed message here with the caller; replies and
+notifications leave through the :class:`~signaling.hub.Hub`.  Routing is re-run after every
+change that can free an agent or add a contact, and queued customers get their new
+position and estimated wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC
+
+from signaling import protocol as p
+from signaling.hub import Connection, Hub
+from vbank.calls import Calls
+from vbank.contact.service import Caller, ContactError, ContactService, ContactView
+from vbank.roles import Role
+
+logger = logging.getLogger(__name__)
+
+CUSTOMER_AGENT = frozenset({Role.CUSTOMER, Role.AGENT})
+ALL = frozenset(Role)
+
+#: which roles may send which message type (the rest get ``forbidden``)
+MESSAGE_ROLES: dict[str, frozenset[Role]] = {
+    "hello": ALL,
+    "ping": ALL,
+    "contact.start": frozenset({Role.CUSTOMER}),
+    "chat.send": CUSTOMER_AGENT,
+    "chat.read": CUSTOMER_AGENT,
+    "contact.close": CUSTOMER_AGENT,
+    "contact.transfer": frozenset({Role.AGENT}),
+    "agent.status": frozenset({Role.AGENT}),
+    "video.request": CUSTOMER_AGENT,
+    "video.consent": frozenset({Role.CUSTOMER}),
+    "video.offer": CUSTOMER_AGENT,
+    "video.answer": CUSTOMER_AGENT,
+    "video.ice": CUSTOMER_AGENT,
+    "video.hangup": CUSTOMER_AGENT,
+}
+assert set(MESSAGE_ROLES) == set(p.CLIENT_MESSAGE_TYPES), "every message type declares roles"
+
+Handler = Callable[[Caller, p.ClientMessage], Awaitable[None]]
+
+
+class Realtime:
+    def __init__(
+        self,
+        contacts: ContactService,
+        hub: Hub,
+        calls: Calls,
+        tick_s: float = 1.0,
+    ) -> None:
+        self.contacts = contacts
+        self.hub = hub
+        self.calls = calls
+        self.tick_s = tick_s
+        self._customer_of: dict[str, int] = {}  # queued contact -> customer
+        self._task: asyncio.Task[None] | None = None
+        self._cleanups: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()  # one routing pass at a time
+        self._handlers: dict[str, Handler] = {
+            "hello": self._hello,
+            "ping": self._ping,
+            "contact.start": self._start,
+            "chat.send": self._chat_send,
+            "chat.read": self._chat_read,
+            "contact.close": self._close,
+            "contact.transfer": self._transfer,
+            "agent.status": self._agent_status,
+            "video.request": self._video_request,
+            "video.consent": self._video_consent,
+            "video.offer": self._video_offer,
+            "video.answer": self._video_unexpected,
+            "video.ice": self._video_ice,
+            "video.hangup": self._video_hangup,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self.contacts.restore()
+        async with self.contacts.db.sessions() as session:
+            from sqlalchemy import select
+
+            from vbank.contact.models import Contact
+
+            rows = (
+                await session.execute(
+                    select(Contact.id, Contact.customer_id).where(Contact.state == "queued")
+                )
+            ).all()
+        self._customer_of.update({cid: cust for cid, cust in rows})
+        self._task = asyncio.create_task(self._ticker(), name="vbank-routing-tick")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._cleanups:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
+        await self.calls.shutdown()
+        await self.contacts.close()
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            try:
+                requeued = await self.contacts.tick()
+                if requeued:
+                    for view in requeued:
+                        self._customer_of[view.id] = view.customer_id
+                    await self.route()
+            except Exception:
+                logger.exception("routing tick failed")
+
+    # ------------------------------------------------------------------ connections
+
+    async def connected(self, caller: Caller, conn: Connection) -> None:
+        first = self.hub.add(caller.user_id, conn)
+        if caller.role is Role.AGENT and first:
+            await self._register_agent(caller.user_id)
+            self.contacts.agent_online(caller.user_id)
+            await self.route()
+
+    def disconnected(self, caller: Caller, conn: Connection) -> None:
+        """Forget a connection. The clean-up runs in its own task: aiohttp may cancel the
+        websocket's request task when the client goes away, and a cancelled clean-up would
+        leave a call's media running."""
+        last = self.hub.remove(caller.user_id, conn)
+        if not last:
+            return
+        if caller.role is Role.AGENT:
+            self.contacts.agent_offline(caller.user_id)
+        if caller.role in CUSTOMER_AGENT:
+            task = asyncio.get_running_loop().create_task(
+                self.calls.party_lost(caller.user_id, caller.role)
+            )
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
+
+    async def _register_agent(self, user_id: int) -> None:
+        from vbank.models import AgentProfile
+
+        router = self.contacts.router
+        if any(a.agent_id == str(user_id) for a in router.agents()):
+            return
+        async with self.contacts.db.sessions() as session:
+            profile = await session.get(AgentProfile, user_id)
+        if profile is None:
+            return
+        skills = profile.skill_set & router.skills
+        router.add_agent(str(user_id), skills, capacity=profile.capacity, status="away")
+
+    # ------------------------------------------------------------------ dispatch
+
+    async def handle(self, caller: Caller, message: p.ClientMessage) -> None:
+        """Run one message; raises ProtocolError for the caller's error frame."""
+        allowed = MESSAGE_ROLES[message.type]
+        if caller.role not in allowed:
+            raise p.ProtocolError(
+                p.ErrorCode.FORBIDDEN,
+                f"{caller.role.value} may not send {message.type}",
+                ref_id=message.id,
+            )
+        try:
+            await self._handlers[message.type](caller, message)
+        except ContactError as exc:
+            raise p.ProtocolError(_code(exc.code), exc.message, ref_id=message.id) from None
+        except p.ProtocolError as exc:
+            if exc.ref_id is None:
+                exc.ref_id = message.id
+            raise
+
+    async def _ack(self, caller: Caller, message: p.ClientMessage, **kw: object) -> None:
+        if message.id is not None:
+            await self.hub.send(caller.user_id, p.Ack(id=message.id, **kw))  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ handlers
+
+    async def _ping(self, caller: Caller, message: p.ClientMessage) -> None:
+        await self.hub.send(caller.user_id, p.Pong(id=message.id))
+
+    async def _hello(self, caller: Caller, message: p.ClientMessage) -> None:
+        assert isinstance(message, p.Hello)
+        await self.hub.send(
+            caller.user_id,
+            p.Welcome(user_id=str(caller.user_id), role=caller.role.value),
+        )
+        if caller.role not in CUSTOMER_AGENT:
+            return
+        for view in await self.contacts.open_contacts(caller):
+            await self._announce(view, only=caller.user_id)
+            after = message.resume.get(view.id, 0)
+            for row in await self.contacts.history(caller, view.id, after_seq=after):
+                await self.hub.send(
+                    caller.user_id,
+                    _chat_frame(
+                        row.contact_id,
+                        row.seq,
+                        row.sender_role,
+                        row.text,
+                        row.client_id,
+                        row.created_at,
+                    ),
+                )
+
+    async def _start(self, caller: Caller, message: p.ClientMessage) -> None:
+        assert isinstance(message, p.ContactStart)
+        view = await self.contacts.start(caller, message.skill)
+        self._customer_of[view.id] = caller.user_id
+        await self._ack(caller, message, contact_id=view.id)
+        if message.text:
+            result = await self.contacts.post(
+                caller, view.id, message.client_id or f"start-{view.id}", message.text
+            )
+            await self._fan_out_chat(view, result)
+        await self.route()
+
+    async def _chat_send(self, caller: Caller, message: p.ClientMessage) -> None:
+        assert isinstance(message, p.ChatSend)
+        result = await self.contacts.post(
+            caller, message.contact_id, message.client_id, message.text
+        )
+        await self._ack(caller, message, seq=result.seq, contact_id=message.contact_id)
+        if not result.duplicate:
+            view = await self._view(caller, message.contact_id)
+            await self._fan_out_chat(view, result)
+
+    async def _chat_read(self, caller: Caller, message: p.ClientMessage) -> None:
+        assert isinstance(message, p.ChatRead)
+        await self.contacts.mark_read(caller, message.contact_id, message.up_to_seq)
+        await self._ack(caller, message, contact_id=message.contact_id)
+
+    async def _close(self, caller: Caller, message: p.ClientMessage) -> None:
+        assert isinstance(message, p.ContactClose)
+        view = await self.contacts.close_contact(caller, message.contact_id)
+        self._customer_of.pop(view.id, None)
+        await self.calls.contact_closed(view)
+        await self._ack(caller, message, contact_id=view.id)
+        frame = p.ContactClosed(contact_id=view.id, reason=caller.role.value)  # type: ignore[arg-type]
+        await self.hub.send(view.customer_id, frame)
+        await self.hub.send(view.agent_id, frame)
+        await self.route()
+
+    async def _transfer(self, caller: Caller, message: p.ClientMessage) -> None:
+        assert isinstance(message, p.ContactTransfer)
+        to_agent = None
+        if message.to_agent_id is not None:
+            if not message.to_agent_id.isdigit():
+                raise ContactError("not_found", "no such agent")
+            to_agent = int(message.to_agent_id)
+        view = await self.contacts.transfer(
+            caller, message.contact_id, to_agent_id=to_agent, to_skill=message.to_skill
+        )
+        await self._ack(caller, message, contact_id=view.id)
+        if view.state == "queued":
+            self._customer_of[view.id] = view.customer_id
+        else:
+            await self._announce(view)
+        await self.route()
+
+    async def _agent_status(self, caller: Caller, message: p.ClientMessage) -> None:
+        assert isinstance(message, p.AgentStatus)
+        await self._register_agent(caller.user_id)
+        await self.contacts.set_agent_status(caller, message.status, message.capacity)
+        await self._ack(caller, message)
+        await self.route()
+
+    async def _assigned_view(self, caller: Caller, contact_id: str) -> ContactView:
+        view = await self._view(caller, contact_id)
+        if view.state != "assigned":
+            raise p.ProtocolError(p.ErrorCode.OUT_OF_ORDER, "video needs an assigned contact")
+        return view
+
+    async def _video_request(self, caller: Caller, message: p.ClientMessage) -> None:
+        assert isinstance(message, p.VideoRequest)
+        await self.calls.request(caller, await self._assigned_view(caller, message.contact_id))
+        await self._ack(caller, message, contact_id=message.contact_id)
+
+    async def _video_consent(self, caller: Caller, message: p.ClientMessage) -> None:
+        assert isinstance(message, p.VideoConsent)
+        view = await self._assigned_view(caller, message.contact_id)
+        await self.calls.consent(caller, view, message)
+        await self._ack(caller, message, contact_id=message.contact_id)
+
+    async def _video_offer(self, caller: Caller, message: p.ClientMessage) -> None:
+        assert isinstance(message, p.VideoOffer)
+        view = await self._assigned_view(caller, message.contact_id)
+        await self.calls.offer(caller, view, message)
+
+    async def _video_hangup(self, caller: Caller, message: p.ClientMessage) -> None:
+        assert isinstance(message, p.VideoHangup)
+        await self.calls.hangup(caller, await self._assigned_view(caller, message.contact_id))
+        await self._ack(caller, message, contact_id=message.contact_id)
+
+    async def _video_ice(self, caller: Caller, message: p.ClientMessage) -> None:
+        assert isinstance(message, p.VideoIce)
+        await self._view(caller, message.contact_id)  # only a participant may send it
+        # Offers are complete (non-trickle): candidates arrive inside the SDP.
+        await self._ack(caller, message, contact_id=message.contact_id)
+
+    async def _video_unexpected(self, caller: Caller, message: p.ClientMessage) -> None:
+        raise p.ProtocolError(
+            p.ErrorCode.OUT_OF_ORDER, "the server never sends offers: send video.offer"
+        )
+
+    # ------------------------------------------------------------------ routing + fan-out
+
+    async def route(self) -> None:
+        """Assign what can be assigned, tell both sides, refresh queue positions."""
+        async with self._lock:
+            for view in await self.contacts.assign():
+                self._customer_of.pop(view.id, None)
+                await self._announce(view)
+            for contact_id, customer_id in list(self._customer_of.items()):
+                pos = self.contacts.queue_position(contact_id)
+                if pos is None:
+                    continue
+                position, wait = pos
+                await self.hub.send(
+                    customer_id,
+                    p.QueuePosition(
+                        contact_id=contact_id, position=position, estimated_wait_s=wait
+                    ),
+                )
+
+    async def _announce(self, view: ContactView, only: int | None = None) -> None:
+        """Tell the customer (and the agent) where a contact stands."""
+        if view.state == "queued":
+            pos = self.contacts.queue_position(view.id)
+            if pos is not None and only in (None, view.customer_id):
+                await self.hub.send(
+                    view.customer_id,
+                    p.QueuePosition(contact_id=view.id, position=pos[0], estimated_wait_s=pos[1]),
+                )
+            return
+        if view.agent_id is None:
+            return
+        agent_name = await self.contacts.display_name(view.agent_id)
+        customer_name = await self.contacts.display_name(view.customer_id)
+        base = {
+            "contact_id": view.id,
+            "skill": view.skill,
+            "agent_id": str(view.agent_id),
+            "agent_name": agent_name[:120],
+        }
+        if only in (None, view.customer_id):
+            await self.hub.send(view.customer_id, p.ContactAssigned(**base))  # type: ignore[arg-type]
+        if only in (None, view.agent_id):
+            await self.hub.send(
+                view.agent_id,
+                p.ContactAssigned(**base, customer_name=customer_name[:120]),  # type: ignore[arg-type]
+            )
+
+    async def _view(self, caller: Caller, contact_id: str) -> ContactView:
+        c = await self.contacts.participant(caller, contact_id)
+        return ContactView(c.id, c.customer_id, c.agent_id, c.skill, c.state, c.last_seq)
+
+    async def _fan_out_chat(self, view: ContactView, result: object) -> None:
+        from vbank.contact.chat import PostResult
+
+        assert isinstance(result, PostResult)
+        frame = _chat_frame(
+            result.contact_id,
+            result.seq,
+            result.sender_role,
+            result.text,
+            result.client_id,
+            result.created_at,
+        )
+        await self.hub.send(view.customer_id, frame)
+        await self.hub.send(view.agent_id, frame)
+
+
+def _chat_frame(
+    contact_id: str, seq: int, sender_role: str, text: str, client_id: str | None, ts: object
+) -> p.ChatMessage:
+    from datetime import datetime
+
+    assert isinstance(ts, datetime)
+    aware = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+    return p.ChatMessage(
+        contact_id=contact_id,
+        seq=seq,
+        sender=sender_role,  # type: ignore[arg-type]
+        text=text,
+        client_id=client_id,
+        ts=aware,
+    )
+
+
+def _code(code: str) -> p.ErrorCode:
+    try:
+        return p.ErrorCode(code)
+    except ValueError:
+        return p.ErrorCode.INVALID_MESSAGE
