@@ -9,15 +9,16 @@ which :func:`verify_chain` names.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit.models import AuditEvent, AuditHead
@@ -44,6 +45,20 @@ class Actor:
 SYSTEM = Actor()
 
 
+@functools.lru_cache(maxsize=65536)
+def _json_str(value: str) -> str:
+    # types, roles and session references repeat a lot: encode each once
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _json_scalar(value: str | int | None) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, int):
+        return str(int(value))
+    return _json_str(value)
+
+
 def event_bytes(
     *,
     seq: int,
@@ -54,21 +69,46 @@ def event_bytes(
     type: str,
     payload: str,
 ) -> bytes:
-    """The canonical bytes of one event (also the Merkle leaf input in later checkpoints)."""
-    return canonical_json(
-        {
-            "seq": seq,
-            "ts_us": ts_us,
-            "actor_id": actor_id,
-            "actor_role": actor_role,
-            "session": session_ref,
-            "type": type,
-            "payload": json.loads(payload),
-        }
+    """The canonical bytes of one event (also the Merkle leaf input in later checkpoints).
+
+    Equal to ``canonical_json`` of the event with its payload object, but built by
+    concatenation: the stored payload is already canonical JSON text and is embedded
+    byte for byte (so verification does not parse it, and any change to it shows).
+    """
+    return (
+        '{"actor_id":'
+        + _json_scalar(actor_id)
+        + ',"actor_role":'
+        + _json_scalar(actor_role)
+        + ',"payload":'
+        + payload
+        + ',"seq":'
+        + str(int(seq))
+        + ',"session":'
+        + _json_scalar(session_ref)
+        + ',"ts_us":'
+        + str(int(ts_us))
+        + ',"type":'
+        + _json_scalar(type)
+        + "}"
     ).encode()
 
 
-def row_bytes(row: AuditEvent) -> bytes:
+class EventLike(Protocol):
+    """An event as stored: an ORM row, a Core row or an exported record."""
+
+    seq: int
+    ts_us: int
+    actor_id: int | None
+    actor_role: str | None
+    session_ref: str | None
+    type: str
+    payload: str
+    prev_hash: str
+    hash: str
+
+
+def row_bytes(row: EventLike) -> bytes:
     return event_bytes(
         seq=row.seq,
         ts_us=row.ts_us,
@@ -84,6 +124,71 @@ def link_hash(prev_hash: str, body: bytes) -> str:
     return hashlib.sha256(bytes.fromhex(prev_hash) + body).hexdigest()
 
 
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append: type, payload, who and which session it belongs to."""
+
+    type: str
+    payload: Mapping[str, Any]
+    actor: Actor = SYSTEM
+    session_ref: str | None = None
+    ts_us: int | None = None
+
+
+async def append_many(session: AsyncSession, events: Sequence[NewEvent]) -> list[AuditEvent]:
+    """Append events in order inside the caller's transaction, with one head lock, one
+    multi-row insert and one head update however many there are (events that arrive
+    together cost one round trip, not one each)."""
+    if not events:
+        return []
+    bodies = []
+    for ev in events:
+        body = canonical_json(dict(ev.payload))
+        if len(body.encode()) > MAX_PAYLOAD_BYTES:
+            raise ValueError(f"audit payload of {ev.type} exceeds {MAX_PAYLOAD_BYTES} bytes")
+        bodies.append(body)
+    head = (
+        await session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())
+    ).scalar_one()
+    now = time.time_ns() // 1000
+    seq, prev = head.seq, head.hash
+    rows: list[AuditEvent] = []
+    for ev, body in zip(events, bodies, strict=True):
+        seq += 1
+        row = AuditEvent(
+            seq=seq,
+            ts_us=ev.ts_us if ev.ts_us is not None else now,
+            actor_id=ev.actor.user_id,
+            actor_role=ev.actor.role,
+            session_ref=ev.session_ref,
+            type=ev.type,
+            payload=body,
+            prev_hash=prev,
+        )
+        row.hash = prev = link_hash(prev, row_bytes(row))
+        rows.append(row)
+    await session.execute(
+        insert(AuditEvent),
+        [{c: getattr(r, c) for c in _COLUMNS} for r in rows],
+    )
+    await session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=prev))
+    head.seq, head.hash = seq, prev  # keep the identity map in step with the row
+    return rows
+
+
+_COLUMNS = (
+    "seq",
+    "ts_us",
+    "actor_id",
+    "actor_role",
+    "session_ref",
+    "type",
+    "payload",
+    "prev_hash",
+    "hash",
+)
+
+
 async def append(
     session: AsyncSession,
     type: str,
@@ -94,29 +199,7 @@ async def append(
     ts_us: int | None = None,
 ) -> AuditEvent:
     """Append one event inside the caller's transaction and return it (seq and hash set)."""
-    body = canonical_json(dict(payload or {}))
-    if len(body.encode()) > MAX_PAYLOAD_BYTES:
-        raise ValueError(f"audit payload of {type} exceeds {MAX_PAYLOAD_BYTES} bytes")
-    head = (
-        await session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())
-    ).scalar_one()
-    seq = head.seq + 1
-    ts = ts_us if ts_us is not None else time.time_ns() // 1000
-    row = AuditEvent(
-        seq=seq,
-        ts_us=ts,
-        actor_id=actor.user_id,
-        actor_role=actor.role,
-        session_ref=session_ref,
-        type=type,
-        payload=body,
-        prev_hash=head.hash,
-    )
-    row.hash = link_hash(head.hash, row_bytes(row))
-    session.add(row)
-    head.seq = seq
-    head.hash = row.hash
-    await session.flush()
+    [row] = await append_many(session, [NewEvent(type, payload or {}, actor, session_ref, ts_us)])
     return row
 
 
@@ -131,7 +214,7 @@ class ChainReport:
     head_hash: str = GENESIS_HASH
 
 
-def verify_chain(rows: Iterable[AuditEvent], *, head: tuple[int, str] | None = None) -> ChainReport:
+def verify_chain(rows: Iterable[EventLike], *, head: tuple[int, str] | None = None) -> ChainReport:
     """Check sequence numbers, links and hashes in order; stop at the first bad event.
 
     ``head`` (seq, hash) from the chain-head row or a checkpoint catches truncation of
@@ -166,22 +249,17 @@ def verify_chain(rows: Iterable[AuditEvent], *, head: tuple[int, str] | None = N
     return ChainReport(True, count, head_hash=prev_hash)
 
 
-async def iter_events(session: AsyncSession, batch: int = 5000) -> AsyncIterator[AuditEvent]:
-    """All events in sequence order, streamed in batches."""
+async def iter_events(session: AsyncSession, batch: int = 5000) -> AsyncIterator[EventLike]:
+    """All events in sequence order, streamed in batches (plain rows, not ORM objects:
+    verification reads millions of them)."""
+    table = AuditEvent.__table__
     last = 0
     while True:
-        rows = (
-            (
-                await session.execute(
-                    select(AuditEvent)
-                    .where(AuditEvent.seq > last)
-                    .order_by(AuditEvent.seq)
-                    .limit(batch)
-                )
+        rows: Sequence[Any] = (
+            await session.execute(
+                select(table).where(table.c.seq > last).order_by(table.c.seq).limit(batch)
             )
-            .scalars()
-            .all()
-        )
+        ).all()
         if not rows:
             return
         for row in rows:

@@ -302,6 +302,36 @@ class Ping(_ClientMessage):
     type: Literal["ping"] = "ping"
 
 
+class VerifyStart(_ClientMessage):
+    """Agent starts a face-match attempt against the on-file photo or a captured document."""
+
+    type: Literal["verify.start"] = "verify.start"
+    contact_id: Ident
+    reference: Literal["on_file", "document"] = "on_file"
+
+
+class VerifyCaptureDocument(_ClientMessage):
+    """Agent captures a still of the ID document the customer holds up to the camera."""
+
+    type: Literal["verify.capture_document"] = "verify.capture_document"
+    contact_id: Ident
+
+
+class VerifyCancel(_ClientMessage):
+    type: Literal["verify.cancel"] = "verify.cancel"
+    contact_id: Ident
+
+
+class VerifyDecide(_ClientMessage):
+    """The agent's decision on a finished attempt; a rejection needs a reason."""
+
+    type: Literal["verify.decide"] = "verify.decide"
+    contact_id: Ident
+    attempt_id: Ident
+    approve: bool
+    reason: ShortText | None = None
+
+
 ClientMessage = Annotated[
     Hello
     | ContactStart
@@ -316,7 +346,11 @@ ClientMessage = Annotated[
     | VideoAnswer
     | VideoIce
     | VideoHangup
-    | Ping,
+    | Ping
+    | VerifyStart
+    | VerifyCaptureDocument
+    | VerifyCancel
+    | VerifyDecide,
     Field(discriminator="type"),
 ]
 
@@ -335,6 +369,10 @@ _CLIENT_MODELS: Final[tuple[type[_ClientMessage], ...]] = (
     VideoIce,
     VideoHangup,
     Ping,
+    VerifyStart,
+    VerifyCaptureDocument,
+    VerifyCancel,
+    VerifyDecide,
 )
 
 
@@ -468,6 +506,72 @@ class Presence(_Message):
     online: bool
 
 
+Guidance = Literal["no_face", "only_you", "move_closer", "more_light", "less_light", "hold_still"]
+ChallengeStep = Literal["blink", "turn_left", "turn_right"]
+StepStatus = Literal["pending", "current", "passed", "failed"]
+
+
+class VerifyStep(BaseModel):
+    """One liveness challenge step and how far it is."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    step: ChallengeStep
+    status: StepStatus
+
+
+class VerifyProgress(_Message):
+    """Live state of an attempt (to both sides): quality guidance and challenge progress."""
+
+    type: Literal["verify.progress"] = "verify.progress"
+    contact_id: Ident
+    attempt_id: Ident
+    state: Literal["running", "finished", "cancelled", "failed"]
+    face: bool
+    guidance: list[Guidance] = Field(default_factory=list, max_length=6)
+    steps: list[VerifyStep] = Field(default_factory=list, max_length=6)
+    good_frames: Annotated[int, Field(ge=0)] = 0
+    remaining_s: Annotated[float, Field(ge=0)] = 0.0
+
+
+class VerifyReference(_Message):
+    """Which reference an attempt uses, or why a captured document was refused."""
+
+    type: Literal["verify.reference"] = "verify.reference"
+    contact_id: Ident
+    source: Literal["on_file", "document"]
+    ok: bool
+    code: ShortText | None = None
+    message: ShortText | None = None
+
+
+class VerifyResult(_Message):
+    """The evidence for the agent's decision (agent only)."""
+
+    type: Literal["verify.result"] = "verify.result"
+    contact_id: Ident
+    attempt_id: Ident
+    match: bool
+    distance: float | None
+    threshold: float
+    meaning: Annotated[str, StringConstraints(max_length=400)]
+    liveness_passed: bool
+    liveness_reasons: list[ShortText] = Field(default_factory=list, max_length=20)
+    reference_url: Annotated[str, StringConstraints(max_length=200)] | None = None
+    live_url: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+class VerifyOutcome(_Message):
+    """The agent's decision: the session is verified (with its time) or not."""
+
+    type: Literal["verify.outcome"] = "verify.outcome"
+    contact_id: Ident
+    attempt_id: Ident
+    outcome: Literal["verified", "rejected"]
+    at: AwareDatetime
+    reason: ShortText | None = None
+
+
 ServerMessage = Annotated[
     Welcome
     | Ack
@@ -483,7 +587,11 @@ ServerMessage = Annotated[
     | ServerVideoAnswer
     | VideoEnded
     | Pong
-    | Presence,
+    | Presence
+    | VerifyProgress
+    | VerifyReference
+    | VerifyResult
+    | VerifyOutcome,
     Field(discriminator="type"),
 ]
 _SERVER_ADAPTER: Final[TypeAdapter[ServerMessage]] = TypeAdapter(ServerMessage)
@@ -505,6 +613,10 @@ SERVER_MESSAGE_TYPES: Final = frozenset(
         VideoEnded,
         Pong,
         Presence,
+        VerifyProgress,
+        VerifyReference,
+        VerifyResult,
+        VerifyOutcome,
     )
 )
 

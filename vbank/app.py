@@ -15,15 +15,17 @@ from vbank.config import Settings
 from vbank.contact.service import ContactService
 from vbank.context import SERVICES, Services
 from vbank.db import Database
-from vbank.http import auth_views, health, ice, ws
+from vbank.evidence import EvidenceStore
+from vbank.http import auth_views, health, ice, verify_views, ws
 from vbank.http.access import RouteTable
 from vbank.http.ice import ice_config
 from vbank.http.middleware import auth_middleware, error_middleware, security_headers_middleware
 from vbank.realtime import Realtime
+from vbank.verification import Verifier
 
 logger = logging.getLogger(__name__)
 
-ROUTE_TABLES = (health.routes, auth_views.routes, ws.routes, ice.routes)
+ROUTE_TABLES = (health.routes, auth_views.routes, ws.routes, ice.routes, verify_views.routes)
 
 
 def create_app(settings: Settings, db: Database | None = None) -> web.Application:
@@ -42,7 +44,16 @@ def create_app(settings: Settings, db: Database | None = None) -> web.Applicatio
     media = MediaManager(MediaConfig(), ice_servers=lambda: server_ice_servers(ice) if ice else ())
     calls = Calls(services.db, hub, media, settings.data_dir / "recordings")
     contacts = ContactService(services.db, grace_s=settings.agent_grace_s)
-    services.realtime = Realtime(contacts, hub, calls)
+    verifier = Verifier(
+        services.db,
+        hub,
+        calls,
+        EvidenceStore.from_settings(settings),
+        steps=settings.verify_steps,
+        fixed_steps=settings.verify_fixed_steps,
+        time_limit_s=settings.verify_time_limit_s,
+    )
+    services.realtime = Realtime(contacts, hub, calls, verifier)
     app[SERVICES] = services
     app[ws.SOCKETS] = weakref.WeakSet()
     table = RouteTable()

@@ -193,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check every event's hash link; print JSON; exit 1 naming the first bad event.",
     )
     p.set_defaults(func=cmd_audit_verify)
+
+    from vbank.bench.cli import add_parser as add_bench
+
+    add_bench(sub)
     return parser
 
 

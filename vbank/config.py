@@ -101,6 +101,10 @@ class Settings:
     signin_lockout_s: int = 300
     max_body_bytes: int = 64 * 1024
     agent_grace_s: float = 30.0
+    ws_rate_scale: float = 1.0
+    verify_steps: int = 3
+    verify_fixed_steps: tuple[str, ...] = ()
+    verify_time_limit_s: float = 20.0
     password_time_cost: int = 2
     password_memory_kib: int = 19 * 1024
     turn_secret: str = field(default="", repr=False)
@@ -140,6 +144,14 @@ class Settings:
             max_body_bytes=_int(
                 e.get("VBANK_MAX_BODY_BYTES", str(64 * 1024)), "VBANK_MAX_BODY_BYTES"
             ),
+            verify_steps=_int(e.get("VBANK_VERIFY_STEPS", "3"), "VBANK_VERIFY_STEPS"),
+            verify_fixed_steps=tuple(
+                s for s in e.get("VBANK_VERIFY_FIXED_STEPS", "").split(",") if s.strip()
+            ),
+            verify_time_limit_s=float(
+                _int(e.get("VBANK_VERIFY_TIME_LIMIT_S", "20"), "VBANK_VERIFY_TIME_LIMIT_S")
+            ),
+            ws_rate_scale=float(e.get("VBANK_WS_RATE_SCALE", "1")),
             agent_grace_s=float(_int(e.get("VBANK_AGENT_GRACE_S", "30"), "VBANK_AGENT_GRACE_S")),
             turn_secret=e.get("VBANK_TURN_SECRET", ""),
             turn_urls=urls("VBANK_TURN_URLS"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC
@@ -18,8 +19,10 @@ from datetime import UTC
 from signaling import protocol as p
 from signaling.hub import Connection, Hub
 from vbank.calls import Calls
+from vbank.contact.models import ChatMessage as StoredMessage
 from vbank.contact.service import Caller, ContactError, ContactService, ContactView
 from vbank.roles import Role
+from vbank.verification import Verifier
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +45,18 @@ MESSAGE_ROLES: dict[str, frozenset[Role]] = {
     "video.answer": CUSTOMER_AGENT,
     "video.ice": CUSTOMER_AGENT,
     "video.hangup": CUSTOMER_AGENT,
+    "verify.start": frozenset({Role.AGENT}),
+    "verify.capture_document": frozenset({Role.AGENT}),
+    "verify.cancel": frozenset({Role.AGENT}),
+    "verify.decide": frozenset({Role.AGENT}),
 }
 assert set(MESSAGE_ROLES) == set(p.CLIENT_MESSAGE_TYPES), "every message type declares roles"
 
 Handler = Callable[[Caller, p.ClientMessage], Awaitable[None]]
+
+#: the connection whose message is being handled: replies (ack, pong, welcome, replay) go
+#: to it alone, events go to every connection of the users concerned
+_origin: contextvars.ContextVar[Connection] = contextvars.ContextVar("origin")
 
 
 class Realtime:
@@ -54,11 +65,13 @@ class Realtime:
         contacts: ContactService,
         hub: Hub,
         calls: Calls,
+        verifier: Verifier,
         tick_s: float = 1.0,
     ) -> None:
         self.contacts = contacts
         self.hub = hub
         self.calls = calls
+        self.verifier = verifier
         self.tick_s = tick_s
         self._customer_of: dict[str, int] = {}  # queued contact -> customer
         self._task: asyncio.Task[None] | None = None
@@ -79,6 +92,10 @@ class Realtime:
             "video.answer": self._video_unexpected,
             "video.ice": self._video_ice,
             "video.hangup": self._video_hangup,
+            "verify.start": self._verify_start,
+            "verify.capture_document": self._verify_capture,
+            "verify.cancel": self._verify_cancel,
+            "verify.decide": self._verify_decide,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -106,6 +123,7 @@ class Realtime:
                 await task
         if self._cleanups:
             await asyncio.gather(*self._cleanups, return_exceptions=True)
+        await self.verifier.close()
         await self.calls.shutdown()
         await self.contacts.close()
 
@@ -161,8 +179,9 @@ class Realtime:
 
     # ------------------------------------------------------------------ dispatch
 
-    async def handle(self, caller: Caller, message: p.ClientMessage) -> None:
-        """Run one message; raises ProtocolError for the caller's error frame."""
+    async def handle(self, caller: Caller, message: p.ClientMessage, conn: Connection) -> None:
+        """Run one message from ``conn``; raises ProtocolError for its error frame."""
+        _origin.set(conn)
         allowed = MESSAGE_ROLES[message.type]
         if caller.role not in allowed:
             raise p.ProtocolError(
@@ -179,38 +198,31 @@ class Realtime:
                 exc.ref_id = message.id
             raise
 
+    async def _reply(self, frame: p.ServerMessage) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await _origin.get().send_str(p.serialize_server_message(frame))
+
     async def _ack(self, caller: Caller, message: p.ClientMessage, **kw: object) -> None:
         if message.id is not None:
-            await self.hub.send(caller.user_id, p.Ack(id=message.id, **kw))  # type: ignore[arg-type]
+            await self._reply(p.Ack(id=message.id, **kw))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ handlers
 
     async def _ping(self, caller: Caller, message: p.ClientMessage) -> None:
-        await self.hub.send(caller.user_id, p.Pong(id=message.id))
+        await self._reply(p.Pong(id=message.id))
 
     async def _hello(self, caller: Caller, message: p.ClientMessage) -> None:
         assert isinstance(message, p.Hello)
-        await self.hub.send(
-            caller.user_id,
-            p.Welcome(user_id=str(caller.user_id), role=caller.role.value),
-        )
+        await self._reply(p.Welcome(user_id=str(caller.user_id), role=caller.role.value))
         if caller.role not in CUSTOMER_AGENT:
             return
         for view in await self.contacts.open_contacts(caller):
-            await self._announce(view, only=caller.user_id)
+            frame = (await self._status_frames(view)).get(caller.user_id)
+            if frame is not None:
+                await self._reply(frame)
             after = message.resume.get(view.id, 0)
             for row in await self.contacts.history(caller, view.id, after_seq=after):
-                await self.hub.send(
-                    caller.user_id,
-                    _chat_frame(
-                        row.contact_id,
-                        row.seq,
-                        row.sender_role,
-                        row.text,
-                        row.client_id,
-                        row.created_at,
-                    ),
-                )
+                await self._reply(_row_frame(row))
 
     async def _start(self, caller: Caller, message: p.ClientMessage) -> None:
         assert isinstance(message, p.ContactStart)
@@ -265,6 +277,7 @@ class Realtime:
             self._customer_of[view.id] = view.customer_id
         else:
             await self._announce(view)
+            await self._replay_to_agent(view)
         await self.route()
 
     async def _agent_status(self, caller: Caller, message: p.ClientMessage) -> None:
@@ -307,6 +320,32 @@ class Realtime:
         # Offers are complete (non-trickle): candidates arrive inside the SDP.
         await self._ack(caller, message, contact_id=message.contact_id)
 
+    async def _verify_start(self, caller: Caller, message: p.ClientMessage) -> None:
+        assert isinstance(message, p.VerifyStart)
+        view = await self._assigned_view(caller, message.contact_id)
+        await self.verifier.start(caller, view, message.reference)
+        await self._ack(caller, message, contact_id=view.id)
+
+    async def _verify_capture(self, caller: Caller, message: p.ClientMessage) -> None:
+        assert isinstance(message, p.VerifyCaptureDocument)
+        view = await self._assigned_view(caller, message.contact_id)
+        await self.verifier.capture_document(caller, view)
+        await self._ack(caller, message, contact_id=view.id)
+
+    async def _verify_cancel(self, caller: Caller, message: p.ClientMessage) -> None:
+        assert isinstance(message, p.VerifyCancel)
+        view = await self._assigned_view(caller, message.contact_id)
+        await self.verifier.cancel(caller, view)
+        await self._ack(caller, message, contact_id=view.id)
+
+    async def _verify_decide(self, caller: Caller, message: p.ClientMessage) -> None:
+        assert isinstance(message, p.VerifyDecide)
+        view = await self._assigned_view(caller, message.contact_id)
+        await self.verifier.decide(
+            caller, view, message.attempt_id, message.approve, message.reason
+        )
+        await self._ack(caller, message, contact_id=view.id)
+
     async def _video_unexpected(self, caller: Caller, message: p.ClientMessage) -> None:
         raise p.ProtocolError(
             p.ErrorCode.OUT_OF_ORDER, "the server never sends offers: send video.offer"
@@ -320,6 +359,7 @@ class Realtime:
             for view in await self.contacts.assign():
                 self._customer_of.pop(view.id, None)
                 await self._announce(view)
+                await self._replay_to_agent(view)
             for contact_id, customer_id in list(self._customer_of.items()):
                 pos = self.contacts.queue_position(contact_id)
                 if pos is None:
@@ -332,33 +372,44 @@ class Realtime:
                     ),
                 )
 
-    async def _announce(self, view: ContactView, only: int | None = None) -> None:
-        """Tell the customer (and the agent) where a contact stands."""
+    async def _status_frames(self, view: ContactView) -> dict[int, p.ServerMessage]:
+        """Where a contact stands, per participant (user id → frame)."""
         if view.state == "queued":
             pos = self.contacts.queue_position(view.id)
-            if pos is not None and only in (None, view.customer_id):
-                await self.hub.send(
-                    view.customer_id,
-                    p.QueuePosition(contact_id=view.id, position=pos[0], estimated_wait_s=pos[1]),
-                )
-            return
+            if pos is None:
+                return {}
+            frame = p.QueuePosition(contact_id=view.id, position=pos[0], estimated_wait_s=pos[1])
+            return {view.customer_id: frame}
+        if view.agent_id is None:
+            return {}
+        agent_name = (await self.contacts.display_name(view.agent_id))[:120]
+        customer_name = (await self.contacts.display_name(view.customer_id))[:120]
+        agent_id = str(view.agent_id)
+        return {
+            view.customer_id: p.ContactAssigned(
+                contact_id=view.id, skill=view.skill, agent_id=agent_id, agent_name=agent_name
+            ),
+            view.agent_id: p.ContactAssigned(
+                contact_id=view.id,
+                skill=view.skill,
+                agent_id=agent_id,
+                agent_name=agent_name,
+                customer_name=customer_name,
+            ),
+        }
+
+    async def _announce(self, view: ContactView) -> None:
+        """Tell the customer (and the agent) where a contact stands."""
+        for user_id, frame in (await self._status_frames(view)).items():
+            await self.hub.send(user_id, frame)
+
+    async def _replay_to_agent(self, view: ContactView) -> None:
+        """A newly assigned agent gets the conversation so far (queued or earlier agents)."""
         if view.agent_id is None:
             return
-        agent_name = await self.contacts.display_name(view.agent_id)
-        customer_name = await self.contacts.display_name(view.customer_id)
-        base = {
-            "contact_id": view.id,
-            "skill": view.skill,
-            "agent_id": str(view.agent_id),
-            "agent_name": agent_name[:120],
-        }
-        if only in (None, view.customer_id):
-            await self.hub.send(view.customer_id, p.ContactAssigned(**base))  # type: ignore[arg-type]
-        if only in (None, view.agent_id):
-            await self.hub.send(
-                view.agent_id,
-                p.ContactAssigned(**base, customer_name=customer_name[:120]),  # type: ignore[arg-type]
-            )
+        agent = Caller(view.agent_id, Role.AGENT)
+        for row in await self.contacts.history(agent, view.id):
+            await self.hub.send(view.agent_id, _row_frame(row))
 
     async def _view(self, caller: Caller, contact_id: str) -> ContactView:
         c = await self.contacts.participant(caller, contact_id)
@@ -378,6 +429,12 @@ class Realtime:
         )
         await self.hub.send(view.customer_id, frame)
         await self.hub.send(view.agent_id, frame)
+
+
+def _row_frame(row: StoredMessage) -> p.ChatMessage:
+    return _chat_frame(
+        row.contact_id, row.seq, row.sender_role, row.text, row.client_id, row.created_at
+    )
 
 
 def _chat_frame(

@@ -27,24 +27,94 @@ HTML_ATTRIBUTES = frozenset(
     {"data-i18n", "data-i18n-placeholder", "data-i18n-title", "data-i18n-aria-label"}
 )
 
-# Keys the scripts assemble from data (`role.${user.role}`, `errors.${problem.code}`), which
-# no literal in the source reveals. The API contract fixes these roles and problem codes.
+# Keys the scripts assemble from data (`role.${user.role}`, `errors.${problem.code}`,
+# `video.state.${role}.${state}`...), which no literal in the source reveals. The API
+# contract and the websocket protocol (signaling/protocol.py) fix these values.
 ROLES = ("customer", "agent", "auditor", "supervisor")
 PROBLEM_CODES = ("invalid_credentials", "throttled", "invalid_request")
+SKILLS = ("accounts", "cards", "wealth", "loans", "general")
+# protocol ErrorCode values, plus the client's own offline / timeout / disconnected
+REALTIME_ERROR_CODES = (
+    "bad_json",
+    "too_large",
+    "unknown_type",
+    "invalid_message",
+    "unsupported_version",
+    "forbidden",
+    "not_found",
+    "rate_limited",
+    "out_of_order",
+    "bad_sdp",
+    "internal",
+    "offline",
+    "timeout",
+    "disconnected",
+    "generic",
+)
+VIDEO_STATES = ("none", "requested", "consent_pending", "consented", "negotiating", "live", "ended")
+VIDEO_END_REASONS = ("hangup", "declined", "ice_failed", "disconnect", "transfer", "error")
+CLOSE_REASONS = ("customer", "agent", "timeout", "abandoned", "system")
+# identity verification (static/js/verify.js; protocol VerifyProgress / VerifyReference,
+# liveness reason codes from vbank/identity/liveness.py)
+VERIFY_PHASES = ("idle", "running", "finished", "cancelled", "failed", "result", "decided")
+VERIFY_GUIDANCE = ("no_face", "only_you", "move_closer", "more_light", "less_light", "hold_still")
+VERIFY_STEPS = ("blink", "turn_left", "turn_right")
+VERIFY_STEP_STATUSES = ("pending", "current", "passed", "failed")
+VERIFY_REFERENCE_CODES = (
+    "no_face",
+    "several_faces",
+    "face_too_small",
+    "too_large",
+    "not_an_image",
+    "too_many_pixels",
+)
+LIVENESS_REASONS = (
+    "timeout",
+    "face_lost",
+    "wrong_direction",
+    "challenge_incomplete",
+    "static_video",
+    "no_motion",
+    "rigid_face",
+    "insufficient_frames",
+)
 DYNAMIC_KEYS = (
     *(f"role.{role}" for role in ROLES),
     *(f"errors.{code}" for code in PROBLEM_CODES),
     "errors.throttled_retry",
     "errors.network",
     "errors.unknown",
+    *(f"skill.{skill}" for skill in SKILLS),
+    *(f"ws_errors.{code}" for code in REALTIME_ERROR_CODES),
+    *(f"video.state.{role}.{state}" for role in ("customer", "agent") for state in VIDEO_STATES),
+    *(f"video.ended.{reason}" for reason in VIDEO_END_REASONS),
+    *(f"{page}.closed.{reason}" for page in ("customer", "agent") for reason in CLOSE_REASONS),
+    *(f"verify.state.{role}.{phase}" for role in ("customer", "agent") for phase in VERIFY_PHASES),
+    *(
+        f"verify.guidance.{role}.{code}"
+        for role in ("customer", "agent")
+        for code in (*VERIFY_GUIDANCE, "ok", "searching")
+    ),
+    *(f"verify.step.{role}.{step}" for role in ("customer", "agent") for step in VERIFY_STEPS),
+    *(f"verify.status.{status}" for status in VERIFY_STEP_STATUSES),
+    *(f"verify.ref_code.{code}" for code in VERIFY_REFERENCE_CODES),
+    *(f"verify.reason.{code}" for code in LIVENESS_REASONS),
+    *(f"verify.result.reference.{ref}" for ref in ("on_file", "document", "unknown")),
+    *(
+        f"verify.outcome.{role}.{outcome}"
+        for role in ("customer", "agent")
+        for outcome in ("verified", "rejected")
+    ),
 )
 
-# Literal keys in JS: t('a.b'), hasKey('a.b'), key: 'a.b', setAttribute('data-i18n', 'a.b').
+# Literal keys in JS: t('a.b'), hasKey('a.b'), key: 'a.b', setAttribute('data-i18n', 'a.b'),
+# and markup built in strings: '<span data-i18n="a.b">'.
 _KEY = r"[A-Za-z][\w-]*(?:\.[\w-]+)+"
 _JS_KEY_PATTERNS = (
     re.compile(rf"""\b(?:t|hasKey)\(\s*['"`]({_KEY})['"`]"""),
     re.compile(rf"""\bkey:\s*['"`]({_KEY})['"`]"""),
     re.compile(rf"""['"]data-i18n[\w-]*['"]\s*,\s*['"`]({_KEY})['"`]"""),
+    re.compile(rf"""\bdata-i18n[\w-]*=\\?["']({_KEY})\\?["']"""),
 )
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 

@@ -15,6 +15,9 @@ sender. aiortc has no public API for any of these, so:
 3. ``RTCRtpSender._send_keyframe()`` is what the sender calls on PLI/FIR; we wrap
    it per instance.
 4. ``RTCRtpTransceiver._codecs[0]`` is the codec the sender uses.
+5. aioice's ``Connection._protocols[*].transport`` are the UDP sockets, whose
+   receive buffers we enlarge (the kernel default of ~200 KB holds well under a
+   second of a busy connection's packets if the event loop is held up).
 
 ``tests/integration/media/test_aiortc_hooks.py`` fails if any of these breaks.
 """
@@ -23,11 +26,18 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 from collections.abc import Callable
 from typing import Any
 
 import aiortc
-from aiortc import RTCRtpCodecParameters, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc import (
+    RTCPeerConnection,
+    RTCRtpCodecParameters,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+)
 from aiortc.jitterbuffer import JitterFrame
 
 logger = logging.getLogger(__name__)
@@ -137,3 +147,29 @@ def negotiated_codec(transceiver: RTCRtpTransceiver) -> RTCRtpCodecParameters | 
     """The codec the transceiver's sender encodes/packs with, once negotiated."""
     codecs: list[RTCRtpCodecParameters] = getattr(transceiver, "_codecs", [])
     return codecs[0] if codecs else None
+
+
+def set_udp_buffers(pc: RTCPeerConnection, size: int) -> int:
+    """Best effort: set SO_RCVBUF/SO_SNDBUF of the connection's ICE sockets.
+
+    Call once candidates are gathered (after setLocalDescription). The kernel caps
+    the value at ``net.core.rmem_max``/``wmem_max``. Returns the sockets changed.
+    """
+    changed = 0
+    seen: set[int] = set()
+    for transceiver in pc.getTransceivers():
+        ice = transceiver.receiver.transport.transport
+        connection = getattr(ice, "_connection", None)
+        for protocol in getattr(connection, "_protocols", []):
+            transport = getattr(protocol, "transport", None)
+            sock = transport.get_extra_info("socket") if transport is not None else None
+            if sock is None or id(sock) in seen:
+                continue
+            seen.add(id(sock))
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+            except OSError:
+                continue
+            changed += 1
+    return changed

@@ -132,6 +132,9 @@ class SideRecorder:
             if self._thread is None:
                 self._done.set_result(RecordingInfo(self.path, False, 0, 0, self._dropped, 0.0))
         info = await asyncio.shield(self._done)
+        if self._thread is not None:
+            # it resolved ``done`` as its last act: this join returns at once
+            self._thread.join(1.0)
         self._info = info
         return info
 

@@ -40,6 +40,7 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from aiortc import sdp as aiortc_sdp
 from aiortc.jitterbuffer import JitterFrame
 
 from . import aiortc_hooks as hooks
@@ -90,6 +91,8 @@ class MediaConfig:
     tap_max_chain: int = 90
     keyframe_min_interval: float = 0.5
     close_timeout: float = 10.0
+    udp_buffer_bytes: int = 1 << 20
+    """Receive/send buffer of each ICE socket (0 keeps the kernel default)."""
 
 
 @dataclass
@@ -250,7 +253,17 @@ class MediaSession:
         pc.on("track", lambda track: self._on_track(leg, track))
 
         forward = self.config.forward_encoded
-        for kind in KINDS:
+        # Only the kinds the offer has: a browser without a microphone (or an agent without
+        # a camera) offers fewer m-lines, and an unmatched transceiver breaks the answer.
+        try:
+            offered = {m.kind for m in aiortc_sdp.SessionDescription.parse(sdp).media}
+        except Exception:
+            offered = set()
+        if not offered & set(KINDS):
+            logger.warning("media %s: %s offer has no audio or video", self._log_id, role)
+            await self.close(f"{role}_negotiation_failed")
+            raise NegotiationError(f"the {role} offer has no audio or video")
+        for kind in (k for k in KINDS if k in offered):
             source = self._sources[other_role(role)][kind]
             maxlen = (
                 self.config.relay_queue_video if kind == "video" else self.config.relay_queue_audio
@@ -276,6 +289,8 @@ class MediaSession:
         if self._closing:
             raise MediaStateError("media session has ended")
 
+        if self.config.udp_buffer_bytes > 0:
+            hooks.set_udp_buffers(pc, self.config.udp_buffer_bytes)
         if forward:
             for kind, transceiver in leg.transceivers.items():
                 leg.relays[kind].set_sink_codec(hooks.negotiated_codec(transceiver))

@@ -113,6 +113,36 @@ class PatternVideoTrack(VideoStreamTrack):
         return frame
 
 
+class ClipVideoTrack(VideoStreamTrack):
+    """A real video file as a camera: its frames decoded once, replayed in a loop at the
+    file's rate with steadily increasing timestamps (a camera never restarts its clock)."""
+
+    def __init__(self, path: str, max_frames: int = 600) -> None:
+        super().__init__()
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            rate = float(stream.average_rate or 30)
+            self._frames = []
+            for frame in container.decode(stream):
+                self._frames.append(frame.reformat(format="yuv420p"))
+                if len(self._frames) >= max_frames:
+                    break
+        if not self._frames:
+            raise ValueError(f"no video frames in {path}")
+        self._pacer = _Pacer(1 / rate)
+        self._rate = rate
+        self.index = 0
+
+    async def recv(self) -> av.VideoFrame:
+        n = await self._pacer.tick()
+        src = self._frames[n % len(self._frames)]
+        frame = av.VideoFrame.from_ndarray(src.to_ndarray(), format="yuv420p")
+        frame.pts = n * 3000
+        frame.time_base = fractions.Fraction(1, 90000)
+        self.index = n
+        return frame
+
+
 class SineAudioTrack(AudioStreamTrack):
     """Microphone stand-in: a sine tone, 20 ms mono frames at 48 kHz."""
 
@@ -249,6 +279,7 @@ class ClientPeer:
 
     async def offer(self) -> str:
         await self.pc.setLocalDescription(await self.pc.createOffer())
+        hooks.set_udp_buffers(self.pc, 1 << 20)  # as browsers do
         return str(self.pc.localDescription.sdp)
 
     async def answer(self, sdp: str) -> None:

@@ -45,6 +45,9 @@ class Contact(Base):
     close_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     priority: Mapped[bool] = mapped_column(default=False)
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    verified_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    verification_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     __table_args__ = (CheckConstraint("state IN ('queued','assigned','closed')", name="state"),)
 

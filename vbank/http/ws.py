@@ -20,7 +20,15 @@ from signaling.protocol import (
     parse_client_message,
     serialize_server_message,
 )
-from signaling.ratelimit import FloodGuard, Verdict
+from signaling.ratelimit import (
+    DEFAULT_BYTE_LIMIT,
+    DEFAULT_FRAME_LIMIT,
+    DEFAULT_STRIKE_LIMIT,
+    DEFAULT_TYPE_LIMITS,
+    FloodGuard,
+    Limit,
+    Verdict,
+)
 from vbank.contact.service import Caller
 from vbank.context import SERVICES
 from vbank.http.access import SIGNED_IN, RouteTable
@@ -33,6 +41,22 @@ routes = RouteTable()
 
 MAX_FRAME_BYTES = DEFAULT_MAX_BYTES
 SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("websockets")
+
+
+def flood_guard(scale: float) -> FloodGuard:
+    """Per-connection limits; ``scale`` (VBANK_WS_RATE_SCALE) raises them for load tests."""
+    if scale == 1.0:
+        return FloodGuard()
+
+    def scaled(limit: Limit) -> Limit:
+        return Limit(limit.rate * scale, limit.burst * scale)
+
+    return FloodGuard(
+        frame_limit=scaled(DEFAULT_FRAME_LIMIT),
+        byte_limit=scaled(DEFAULT_BYTE_LIMIT),
+        type_limits={k: scaled(v) for k, v in DEFAULT_TYPE_LIMITS.items()},
+        strike_limit=scaled(DEFAULT_STRIKE_LIMIT),
+    )
 
 
 async def _send_error(ws: web.WebSocketResponse, exc: ProtocolError) -> None:
@@ -53,7 +77,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     sockets = request.app[SOCKETS]
     sockets.add(ws)
     caller = Caller(principal.user_id, principal.role)
-    guard = FloodGuard()
+    guard = flood_guard(services.settings.ws_rate_scale)
     await realtime.connected(caller, ws)
     try:
         async for msg in ws:
@@ -66,7 +90,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                     message = parse_client_message(msg.data, max_bytes=MAX_FRAME_BYTES)
                     verdict = guard.admit_message(message.type)
                     if verdict is Verdict.ALLOW:
-                        await realtime.handle(caller, message)
+                        await realtime.handle(caller, message, ws)
                 except ProtocolError as exc:
                     await _send_error(ws, exc)
                 except Exception:

@@ -99,3 +99,31 @@ def connect(aiohttp_client: Any, server: TestServer) -> Any:
         return peer
 
     return make
+
+
+async def assigned_contact(connect: Any, make_user: Any) -> tuple[Peer, Peer, str]:
+    """Customer "cust" and agent "ana" (accounts), connected; a contact routed between them."""
+    from vbank.roles import Role
+
+    await make_user("cust", Role.CUSTOMER)
+    await make_user("ana", Role.AGENT, skills=("accounts",))
+    customer = await connect("cust")
+    agent = await connect("ana")
+    await agent.send("agent.status", status="available")
+    mid = await customer.send("contact.start", skill="accounts")
+    contact_id: str = (await customer.wait_type("ack", id=mid))["contact_id"]
+    await agent.wait_type("contact.assigned", contact_id=contact_id)
+    return customer, agent, contact_id
+
+
+async def session_events(db: Any, contact_id: str) -> list[Any]:
+    """The audit events of one contact, in order."""
+    from sqlalchemy import select
+
+    from audit.models import AuditEvent
+
+    async with db.sessions() as session:
+        query = (
+            select(AuditEvent).where(AuditEvent.session_ref == contact_id).order_by(AuditEvent.seq)
+        )
+        return list((await session.execute(query)).scalars())

@@ -44,7 +44,10 @@ async def test_queue_route_and_chat_both_ways(
     mine = await customer.wait_type("contact.assigned", contact_id=contact_id)
     assert mine["agent_name"] == "Ana" and mine.get("customer_name") is None
 
-    # the first message arrived before the agent: the agent gets it on hello/resume
+    # the first message arrived before the agent: it comes with the assignment
+    first = await agent.wait_type("chat.message", contact_id=contact_id, seq=1)
+    assert first["text"] == "Hello, I need help"
+    # and again on a fresh connection's hello/resume
     agent2 = await connect("ana", resume={})
     first = await agent2.wait_type("chat.message", contact_id=contact_id, seq=1)
     assert first["text"] == "Hello, I need help" and first["sender"] == "customer"

@@ -9,36 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import av
-from sqlalchemy import select
 
 from audit.log import verify_database
-from audit.models import AuditEvent
 from signaling.media.testing import ClientPeer, PatternVideoTrack, SineAudioTrack
 from tests.conftest import MakeUser
+from tests.integration.chat.conftest import assigned_contact, session_events
 from vbank.calls import CONSENT_VERSION
 from vbank.config import Settings
 from vbank.db import Database
-from vbank.roles import Role
-
-
-async def _assigned(connect: Any, make_user: MakeUser) -> tuple[Any, Any, str]:
-    await make_user("cust", Role.CUSTOMER)
-    await make_user("ana", Role.AGENT, skills=("accounts",))
-    customer = await connect("cust")
-    agent = await connect("ana")
-    await agent.send("agent.status", status="available")
-    mid = await customer.send("contact.start", skill="accounts")
-    contact_id = (await customer.wait_type("ack", id=mid))["contact_id"]
-    await agent.wait_type("contact.assigned", contact_id=contact_id)
-    return customer, agent, contact_id
-
-
-async def _events(db: Database, contact_id: str) -> list[AuditEvent]:
-    async with db.sessions() as session:
-        query = (
-            select(AuditEvent).where(AuditEvent.session_ref == contact_id).order_by(AuditEvent.seq)
-        )
-        return list((await session.execute(query)).scalars())
 
 
 async def _negotiate(peer: Any, client: ClientPeer, contact_id: str) -> None:
@@ -51,7 +29,7 @@ async def _negotiate(peer: Any, client: ClientPeer, contact_id: str) -> None:
 async def test_consent_then_relay_record_and_hangup(
     connect: Any, make_user: MakeUser, db: Database, settings: Settings
 ) -> None:
-    customer, agent, contact_id = await _assigned(connect, make_user)
+    customer, agent, contact_id = await assigned_contact(connect, make_user)
 
     # no offer before consent
     early = ClientPeer(PatternVideoTrack(side=1), None)
@@ -105,13 +83,13 @@ async def test_consent_then_relay_record_and_hangup(
     await cust_peer.close()
     await agent_peer.close()
 
-    events = await _events(db, contact_id)
+    events = await session_events(db, contact_id)
     async with db.sessions() as session:
         assert (await verify_database(session)).ok
     types = [e.type for e in events]
     assert types.index("video.consent") < types.index("video.live") < types.index("video.ended")
     for _ in range(100):  # recordings are finalised after both sides were told
-        events = await _events(db, contact_id)
+        events = await session_events(db, contact_id)
         if sum(e.type == "recording.finalised" for e in events) == 2:
             break
         await asyncio.sleep(0.1)
@@ -137,7 +115,7 @@ async def test_consent_then_relay_record_and_hangup(
 
 
 async def test_decline_keeps_the_chat(connect: Any, make_user: MakeUser) -> None:
-    customer, agent, contact_id = await _assigned(connect, make_user)
+    customer, agent, contact_id = await assigned_contact(connect, make_user)
     await agent.send("video.request", contact_id=contact_id)
     await customer.wait_type("video.consent_required", contact_id=contact_id)
     await customer.send(
@@ -152,7 +130,7 @@ async def test_decline_keeps_the_chat(connect: Any, make_user: MakeUser) -> None
 async def test_malformed_sdp_is_refused_and_the_call_can_retry(
     connect: Any, make_user: MakeUser
 ) -> None:
-    customer, agent, contact_id = await _assigned(connect, make_user)
+    customer, agent, contact_id = await assigned_contact(connect, make_user)
     await agent.send("video.request", contact_id=contact_id)
     await customer.wait_type("video.consent_required", contact_id=contact_id)
     await customer.send(
@@ -173,7 +151,7 @@ async def test_websocket_loss_ends_the_video_and_frees_media(
 ) -> None:
     from vbank.context import SERVICES
 
-    customer, agent, contact_id = await _assigned(connect, make_user)
+    customer, agent, contact_id = await assigned_contact(connect, make_user)
     await agent.send("video.request", contact_id=contact_id)
     await customer.wait_type("video.consent_required", contact_id=contact_id)
     await customer.send(

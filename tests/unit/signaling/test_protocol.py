@@ -52,6 +52,10 @@ VALID: dict[str, dict[str, Any]] = {
     },
     "video.hangup": {"contact_id": "c-1"},
     "ping": {},
+    "verify.start": {"contact_id": "c-1", "reference": "document"},
+    "verify.capture_document": {"contact_id": "c-1"},
+    "verify.cancel": {"contact_id": "c-1"},
+    "verify.decide": {"contact_id": "c-1", "attempt_id": "a1", "approve": False, "reason": "no"},
 }
 
 
@@ -368,6 +372,27 @@ SERVER_EXAMPLES: list[p.ServerMessage] = [
     p.VideoEnded(contact_id="c1", reason="hangup"),
     p.Pong(id="m42"),
     p.Presence(contact_id="c1", role="agent", online=False),
+    p.VerifyProgress(
+        contact_id="c1",
+        attempt_id="a1",
+        state="running",
+        face=True,
+        guidance=["move_closer"],
+        steps=[p.VerifyStep(step="blink", status="current")],
+        good_frames=2,
+        remaining_s=12.5,
+    ),
+    p.VerifyReference(contact_id="c1", source="document", ok=False, code="no_face"),
+    p.VerifyResult(
+        contact_id="c1",
+        attempt_id="a1",
+        match=True,
+        distance=0.31,
+        threshold=0.5,
+        meaning="at 0.5, 0.1 % false accepts",
+        liveness_passed=True,
+    ),
+    p.VerifyOutcome(contact_id="c1", attempt_id="a1", outcome="verified", at=NOW),
 ]
 
 

@@ -45,3 +45,45 @@ export function clearMessage(el) {
   el.textContent = '';
   el.hidden = true;
 }
+
+// ---- Non-blocking notices (websocket errors and other transient news) ------------------
+
+/** Error codes of the realtime protocol (error frames) plus the client's own failures. */
+export const REALTIME_ERROR_CODES = [
+  'bad_json', 'too_large', 'unknown_type', 'invalid_message', 'unsupported_version',
+  'forbidden', 'not_found', 'rate_limited', 'out_of_order', 'bad_sdp', 'internal',
+  'offline', 'timeout', 'disconnected',
+];
+
+/** Catalogue message for a realtime error code (`ws_errors.<code>`, else a generic one). */
+export function realtimeErrorMessage(code) {
+  return REALTIME_ERROR_CODES.includes(code) ? { key: `ws_errors.${code}` } : { key: 'ws_errors.generic' };
+}
+
+const NOTICE_TIMEOUT_MS = 8000;
+
+/**
+ * Add a dismissible notice to `container` (an aria-live region) without stealing focus.
+ * `message` is {key, args} or {text}; level is info | success | error.
+ */
+export function showNotice(container, message, { level = 'error', timeoutMs = NOTICE_TIMEOUT_MS } = {}) {
+  if (!container) return null;
+  const notice = document.createElement('div');
+  notice.className = `notice notice-${level}`;
+  const text = document.createElement('p');
+  text.className = 'notice-text';
+  showMessage(text, message);
+  const close = document.createElement('button');
+  close.type = 'button';
+  close.className = 'notice-close';
+  close.setAttribute('data-i18n-aria-label', 'common.dismiss');
+  close.textContent = '×';
+  close.addEventListener('click', () => notice.remove());
+  notice.append(text, close);
+  applyI18n(notice);
+  // keep at most a handful on screen
+  while (container.children.length >= 4) container.firstElementChild.remove();
+  container.append(notice);
+  if (timeoutMs > 0) setTimeout(() => notice.remove(), timeoutMs);
+  return notice;
+}

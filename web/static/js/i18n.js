@@ -114,6 +114,23 @@ export function applyI18n(root = document) {
   document.documentElement.lang = current;
 }
 
+/**
+ * Put a catalogue message ({key, args}) or literal text ({text}) into `el`, leaving the key
+ * on the element so a later language switch re-translates it.
+ */
+export function setText(el, { key, args, text } = {}) {
+  if (!el) return;
+  if (args) el.setAttribute('data-i18n-args', JSON.stringify(args));
+  else el.removeAttribute('data-i18n-args');
+  if (key) {
+    el.setAttribute('data-i18n', key);
+    el.textContent = t(key, args ?? {});
+  } else {
+    el.removeAttribute('data-i18n');
+    el.textContent = text ?? '';
+  }
+}
+
 /** Switch language without reloading: store, load, re-apply, then notify listeners. */
 export async function setLanguage(lang) {
   if (!SUPPORTED_LANGUAGES.includes(lang)) lang = DEFAULT_LANGUAGE;

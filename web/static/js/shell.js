@@ -1,4 +1,7 @@
-// Shared frame of the role pages: translations, current user in the header, sign-out.
+// Shared frame of the role pages: header markup, translations, current user, sign-out.
+//
+// The header (skip link, brand, #user-name, #lang-switch, #signout) is injected from
+// chrome.js as soon as this module runs, so the HTML pages only carry their <main>.
 //
 // Importing this module starts the shell once (ES modules are singletons), so feature
 // modules added later can simply do:
@@ -6,6 +9,7 @@
 //     const user = await ready;   // {id, username, display_name, role}
 
 import { api, ApiError, setCsrfToken } from './api.js';
+import { clearSessionCache, injectHeader } from './chrome.js';
 import { clearMessage, showError, showMessage } from './errors.js';
 import { initI18n } from './i18n.js';
 
@@ -47,10 +51,12 @@ async function signOut(button) {
     }
   }
   setCsrfToken(null);
+  clearSessionCache();
   goToSignin();
 }
 
 async function start() {
+  injectHeader();
   await initI18n();
   let me;
   try {

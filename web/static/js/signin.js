@@ -1,6 +1,7 @@
 // Sign-in page: POST credentials, go to the role home the server returns.
 
 import { api } from './api.js';
+import { clearSessionCache, fillSlots } from './chrome.js';
 import { clearMessage, showError, showMessage } from './errors.js';
 import { applyI18n, initI18n } from './i18n.js';
 
@@ -53,6 +54,8 @@ async function onSubmit(event) {
 }
 
 async function main() {
+  fillSlots();
+  clearSessionCache(); // the previous user's cached chat must not outlive their session
   await initI18n();
   const form = document.getElementById('signin-form');
   form.addEventListener('submit', onSubmit);
