@@ -102,7 +102,7 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     agent_grace_s: float = 30.0
     ws_rate_scale: float = 1.0
-    verify_steps: int = 3
+    verify_steps: int = 4
     verify_fixed_steps: tuple[str, ...] = ()
     verify_time_limit_s: float = 20.0
     password_time_cost: int = 2
@@ -144,7 +144,7 @@ class Settings:
             max_body_bytes=_int(
                 e.get("VBANK_MAX_BODY_BYTES", str(64 * 1024)), "VBANK_MAX_BODY_BYTES"
             ),
-            verify_steps=_int(e.get("VBANK_VERIFY_STEPS", "3"), "VBANK_VERIFY_STEPS"),
+            verify_steps=_int(e.get("VBANK_VERIFY_STEPS", "4"), "VBANK_VERIFY_STEPS"),
             verify_fixed_steps=tuple(
                 s for s in e.get("VBANK_VERIFY_FIXED_STEPS", "").split(",") if s.strip()
             ),

@@ -101,7 +101,7 @@ class Verifier:
         *,
         pool: FacePool | None = None,
         calibration: Calibration | None = None,
-        steps: int = 3,
+        steps: int = 4,
         fixed_steps: tuple[str, ...] = (),
         time_limit_s: float = 20.0,
     ) -> None:

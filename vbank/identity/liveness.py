@@ -23,7 +23,7 @@ import random
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 import cv2
 import numpy as np
@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 Step = Literal["blink", "turn_left", "turn_right"]
 STEPS: tuple[Step, ...] = ("blink", "turn_left", "turn_right")
+MAX_STEPS: Final = 6
 Status = Literal["running", "passed", "failed", "timeout"]
 
 # A generic head in camera-aligned axes (x to the image's right, y down, z away from the camera),
@@ -125,6 +126,9 @@ class LivenessConfig:
     frontal_band: float = 0.08
     """Frames with ``|frontalness - 0.5|`` below this calibrate the frontal yaw."""
     baseline_frames: int = 3
+    step_time_limit_s: float = 7.0
+    """Each step must follow within this long after it is asked: a looped recording then
+    passes only if its movements come in the drawn order at a human pace, not eventually."""
     max_face_lost_s: float = 3.0
     """The challenge fails if the face is gone this long."""
     fail_on_wrong_turn: bool = True
@@ -215,18 +219,25 @@ class Challenge:
         n_steps: int = 3,
         time_limit: float = 20.0,
     ) -> Challenge:
-        """Draw ``n_steps`` distinct steps in random order.
+        """Draw ``n_steps`` steps in random order, never the same step twice in a row.
+
+        Repeats are allowed beyond that, so four steps give 24 possible challenges rather
+        than the 6 orders of three distinct steps: a recording that contains some of the
+        movements passes far fewer of them (see vbank.identity.attacks).
 
         Pass ``rng`` (tests) or ``seed``; without either, a 64-bit seed is drawn from
         :mod:`secrets` so that the order cannot be predicted by a client.
         """
-        if not 1 <= n_steps <= len(STEPS):
-            raise ValueError(f"n_steps must be 1..{len(STEPS)}")
+        if not 1 <= n_steps <= MAX_STEPS:
+            raise ValueError(f"n_steps must be 1..{MAX_STEPS}")
         if rng is None:
             if seed is None:
                 seed = secrets.randbits(64)
             rng = random.Random(seed)
-        steps = tuple(rng.sample(STEPS, k=n_steps))
+        drawn: list[Step] = []
+        for _ in range(n_steps):
+            drawn.append(rng.choice([s for s in STEPS if not drawn or s != drawn[-1]]))
+        steps = tuple(drawn)
         return cls(steps=steps, seed=seed, time_limit=time_limit)
 
 
@@ -252,6 +263,7 @@ class ChallengeSession:
     _streak_dir: int = 0
     _armed: bool = True
     _last_face_t: float | None = None
+    _step_started: float | None = None
 
     def __post_init__(self) -> None:
         self._blink = BlinkDetector(self.config)
@@ -274,8 +286,9 @@ class ChallengeSession:
             self.reasons.append(reason)
         logger.info("challenge %s %s after %d steps", status, reason or "", self.completed)
 
-    def _advance(self) -> None:
+    def _advance(self, t: float) -> None:
         self.completed += 1
+        self._step_started = t
         if self.completed >= len(self.challenge.steps):
             self._finish("passed")
 
@@ -284,6 +297,8 @@ class ChallengeSession:
         if self.status == "running" and self.started_at is not None:
             if t - self.started_at > self.challenge.time_limit:
                 self._finish("timeout", f"timeout: no {self.current_step} within the time limit")
+            elif t - (self._step_started or self.started_at) > self.config.step_time_limit_s:
+                self._finish("timeout", f"timeout: no {self.current_step} within the step limit")
             elif (
                 self._last_face_t is not None
                 and t - self._last_face_t > self.config.max_face_lost_s
@@ -297,6 +312,7 @@ class ChallengeSession:
             return self.status
         if self.started_at is None:
             self.started_at = obs.t
+            self._step_started = obs.t
             self._last_face_t = obs.t
         if self.check_time(obs.t) != "running":
             return self.status
@@ -309,7 +325,7 @@ class ChallengeSession:
         if self._blink.feed(obs.t, eye_aspect_ratio(points)):
             self.blinks += 1
             if self.current_step == "blink":
-                self._advance()
+                self._advance(obs.t)
                 return self.status
 
         yaw = head_yaw(points, obs.frame_size, mirrored=cfg.mirrored)
@@ -340,7 +356,7 @@ class ChallengeSession:
         step = self.current_step
         if step == turned:
             self._armed = False
-            self._advance()
+            self._advance(obs.t)
         elif step in ("turn_left", "turn_right") and cfg.fail_on_wrong_turn:
             self._finish("failed", f"wrong_direction: asked {step}, saw {turned}")
         return self.status

@@ -4,7 +4,7 @@
 import { ChatLog, wireComposer } from './chat.js';
 import { realtimeErrorMessage, showNotice } from './errors.js';
 import { SESSION_CACHE_PREFIX } from './chrome.js';
-import { setText, t } from './i18n.js';
+import { LANGUAGE_CHANGE_EVENT, setText, t } from './i18n.js';
 import { Realtime } from './realtime.js';
 import { ready } from './shell.js';
 import { phaseOf, referenceProblem, VerifyStore, VerifyView } from './verify.js';
@@ -522,7 +522,8 @@ async function verifyRequest(action, type, fields = {}, context = {}) {
       const { from } = verifyFocus;
       verifyFocus = null;
       queueMicrotask(() => {
-        if (usable(from) && (document.activeElement === document.body || document.activeElement === null)) from.focus();
+        const active = document.activeElement;
+        if (usable(from) && (active === null || active === document.body || active === els.verifyStatus)) from.focus();
       });
     }
     return false;
@@ -570,7 +571,10 @@ function askForDocument() {
 function wireVerify() {
   els.verifyReference.addEventListener('change', renderVerify);
   els.verifyAskDoc.addEventListener('click', askForDocument);
-  els.verifyCapture.addEventListener('click', () => void verifyRequest('capture', 'verify.capture_document'));
+  els.verifyCapture.addEventListener('click', () => {
+    verifyFocus = { from: els.verifyCapture, to: els.verifyCapture }; // back once it is done
+    void verifyRequest('capture', 'verify.capture_document');
+  });
   els.verifyStart.addEventListener('click', startVerify);
   els.verifyCancel.addEventListener('click', () => {
     verifyFocus = { from: els.verifyCancel, to: els.verifyStart };
@@ -582,6 +586,7 @@ function wireVerify() {
   els.verifyReason.addEventListener('input', () => {
     if (els.verifyReason.value.trim() !== '') showReasonError(false);
   });
+  document.addEventListener(LANGUAGE_CHANGE_EVENT, renderVerify); // composed strings
 }
 
 // ---- wiring ---------------------------------------------------------------------------

@@ -332,6 +332,7 @@ export class VerifyView {
       guidance: q('verify-guidance'),
       steps: q('verify-steps'),
       instruction: q('verify-instruction'),
+      instructionBox: q('verify-instruction-box'),
       stats: q('verify-stats'),
       goodFrames: q('verify-good-frames'),
       remaining: q('verify-remaining'),
@@ -466,13 +467,16 @@ export class VerifyView {
     });
   }
 
+  /** #verify-instruction holds exactly the current step's instruction (or "all done"). */
   renderInstruction(progress, running) {
     const el = this.els.instruction;
     if (!el) return;
+    const box = this.els.instructionBox ?? el;
     const current = running ? progress.steps?.find((s) => s.status === 'current') : null;
     const allDone = running && progress.steps?.length > 0 && progress.steps.every((s) => s.status === 'passed');
     el.dataset.step = current ? String(current.step) : '';
-    show(el, Boolean(current) || allDone);
+    box.dataset.step = el.dataset.step;
+    show(box, Boolean(current) || allDone);
     let main;
     let sub = null;
     if (current) {
@@ -487,18 +491,12 @@ export class VerifyView {
     } else {
       main = { text: '' };
     }
-    const sig = JSON.stringify([main, sub]);
-    if (el.dataset.msg === sig) return;
-    el.dataset.msg = sig;
-    const mainEl = document.createElement('span');
-    mainEl.className = 'verify-instruction-main';
-    setText(mainEl, main);
-    el.replaceChildren(mainEl);
-    if (sub) {
-      const subEl = document.createElement('span');
-      subEl.className = 'verify-instruction-sub';
-      setText(subEl, sub);
-      el.append(' ', subEl);
+    // main and sub change together: one announcement of the (atomic) box
+    put(el, main);
+    const subEl = box.querySelector('.verify-instruction-sub');
+    if (subEl) {
+      show(subEl, sub !== null);
+      put(subEl, sub ?? { text: '' });
     }
   }
 
