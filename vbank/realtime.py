@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC
+from typing import Any
 
 from signaling import protocol as p
 from signaling.hub import Connection, Hub
@@ -158,11 +159,13 @@ class Realtime:
         if caller.role is Role.AGENT:
             self.contacts.agent_offline(caller.user_id)
         if caller.role in CUSTOMER_AGENT:
-            task = asyncio.get_running_loop().create_task(
-                self.calls.party_lost(caller.user_id, caller.role)
-            )
-            self._cleanups.add(task)
-            task.add_done_callback(self._cleanups.discard)
+            self._spawn(self.calls.party_lost(caller.user_id, caller.role))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run work that must not die with the request task (kept until it finishes)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     async def _register_agent(self, user_id: int) -> None:
         from vbank.models import AgentProfile
@@ -308,6 +311,8 @@ class Realtime:
         assert isinstance(message, p.VideoOffer)
         view = await self._assigned_view(caller, message.contact_id)
         await self.calls.offer(caller, view, message)
+        if self.calls.session(view).video == "live":
+            self._spawn(self.verifier.prewarm())
 
     async def _video_hangup(self, caller: Caller, message: p.ClientMessage) -> None:
         assert isinstance(message, p.VideoHangup)

@@ -124,6 +124,14 @@ class Verifier:
             self._pool = FacePool()
         return self._pool
 
+    async def prewarm(self) -> None:
+        """Start the face workers (model loading takes seconds) when a call goes live, so
+        the agent's first verification does not wait for it."""
+        try:
+            await self.pool.warm_up()
+        except Exception:
+            logger.exception("face pool warm-up failed")
+
     async def close(self) -> None:
         for attempt in list(self._attempts.values()):
             if attempt.task is not None and not attempt.task.done():

@@ -15,7 +15,11 @@ from tests.conftest import MakeUser
 from vbank.config import Settings
 from vbank.roles import Role
 
-pytestmark = pytest.mark.browser
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.realtime,
+    pytest.mark.flaky(reruns=2, reruns_delay=2),
+]
 
 CAMERA = FAKE_CAMERA / "liveportrait_d18_480x480.mjpeg"
 

@@ -26,7 +26,11 @@ from vbank.evidence import EvidenceStore
 from vbank.models import User
 from vbank.roles import Role
 
-pytestmark = pytest.mark.browser
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.realtime,
+    pytest.mark.flaky(reruns=2, reruns_delay=2),
+]
 
 CAMERA = FAKE_CAMERA / "liveportrait_d18_480x480.mjpeg"
 FACES = Path(__file__).resolve().parents[1] / "data" / "faces" / "derived"

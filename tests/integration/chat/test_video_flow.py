@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import pytest
 
 from audit.log import verify_database
 from signaling.media.testing import ClientPeer, PatternVideoTrack, SineAudioTrack
@@ -17,6 +18,8 @@ from tests.integration.chat.conftest import assigned_contact, session_events
 from vbank.calls import CONSENT_VERSION
 from vbank.config import Settings
 from vbank.db import Database
+
+pytestmark = [pytest.mark.realtime, pytest.mark.flaky(reruns=2, reruns_delay=2)]
 
 
 async def _negotiate(peer: Any, client: ClientPeer, contact_id: str) -> None:

@@ -6,6 +6,7 @@ rates are measured and reported (docs/identity.md), not assumed."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from vbank.identity.attacks import acceptance_rate, looped
@@ -17,7 +18,7 @@ def test_looping_extends_the_recording() -> None:
     obs = [Observation(t / 10, None, (640, 480)) for t in range(10)]
     out = looped(obs, 3.0)
     assert out[-1].t <= 3.0 and len(out) >= 29
-    assert all(b.t > a.t for a, b in zip(out, out[1:], strict=False))
+    assert all(b.t > a.t for a, b in itertools.pairwise(out))
 
 
 def test_replayed_recordings_fail_most_random_challenges(d3: Any, d18: Any) -> None:
