@@ -13,6 +13,7 @@ BENCHES: dict[str, str] = {
     "media": "relayed and recorded 640x480 sessions at >= 15 fps",
     "face": "face tracking, encoding and accuracy vs face_recognition's defaults",
     "audit": "durable audit appends, verification and encryption vs raw hashlib/AES-GCM",
+    "verify": "signalling round trips during a face verification vs the same call idle",
 }
 
 
@@ -36,6 +37,8 @@ def add_parser(sub: Any) -> None:
             p.add_argument("--minutes", type=float, default=0.5)
         elif name == "face":
             p.add_argument("--dataset", default=None, help="one sub-folder per person")
+        elif name == "verify":
+            p.add_argument("--seconds", type=float, default=5.0, help="idle baseline length")
         elif name == "audit":
             p.add_argument("--events", type=int, default=100_000)
         p.set_defaults(func=run)
