@@ -13,13 +13,13 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import UTC
-from typing import Any
 
 from signaling import protocol as p
 from signaling.hub import Connection, Hub
 from vbank.calls import Calls
+from vbank.contact.chat import PostResult
 from vbank.contact.models import ChatMessage as StoredMessage
 from vbank.contact.service import Caller, ContactError, ContactService, ContactView
 from vbank.roles import Role
@@ -159,13 +159,11 @@ class Realtime:
         if caller.role is Role.AGENT:
             self.contacts.agent_offline(caller.user_id)
         if caller.role in CUSTOMER_AGENT:
-            self._spawn(self.calls.party_lost(caller.user_id, caller.role))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run work that must not die with the request task (kept until it finishes)."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._cleanups.add(task)
-        task.add_done_callback(self._cleanups.discard)
+            task = asyncio.get_running_loop().create_task(
+                self.calls.party_lost(caller.user_id, caller.role)
+            )
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
 
     async def _register_agent(self, user_id: int) -> None:
         from vbank.models import AgentProfile
@@ -245,9 +243,8 @@ class Realtime:
             caller, message.contact_id, message.client_id, message.text
         )
         await self._ack(caller, message, seq=result.seq, contact_id=message.contact_id)
-        if not result.duplicate:
-            view = await self._view(caller, message.contact_id)
-            await self._fan_out_chat(view, result)
+        if not result.duplicate:  # the writer says who takes part: no second read
+            await self._send_chat(result, result.customer_id, result.agent_id)
 
     async def _chat_read(self, caller: Caller, message: p.ClientMessage) -> None:
         assert isinstance(message, p.ChatRead)
@@ -311,8 +308,6 @@ class Realtime:
         assert isinstance(message, p.VideoOffer)
         view = await self._assigned_view(caller, message.contact_id)
         await self.calls.offer(caller, view, message)
-        if self.calls.session(view).video == "live":
-            self._spawn(self.verifier.prewarm())
 
     async def _video_hangup(self, caller: Caller, message: p.ClientMessage) -> None:
         assert isinstance(message, p.VideoHangup)
@@ -434,6 +429,18 @@ class Realtime:
         )
         await self.hub.send(view.customer_id, frame)
         await self.hub.send(view.agent_id, frame)
+
+    async def _send_chat(self, result: PostResult, customer_id: int, agent_id: int | None) -> None:
+        frame = _chat_frame(
+            result.contact_id,
+            result.seq,
+            result.sender_role,
+            result.text,
+            result.client_id,
+            result.created_at,
+        )
+        await self.hub.send(customer_id, frame)
+        await self.hub.send(agent_id, frame)
 
 
 def _row_frame(row: StoredMessage) -> p.ChatMessage:

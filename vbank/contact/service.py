@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit.log import Actor, append
-from vbank.contact.chat import ChatWriter, PostResult
+from vbank.contact.chat import ChatWriter, PostRefused, PostResult
 from vbank.contact.models import ChatMessage, Contact, ContactRead
 from vbank.contact.routing import Assignment, Requeue, Router, RoutingError, RoutingErrorCode
 from vbank.db import Database
@@ -352,10 +352,13 @@ class ContactService:
     # ------------------------------------------------------------------ both sides
 
     async def post(self, caller: Caller, contact_id: str, client_id: str, text: str) -> PostResult:
-        contact = await self.participant(caller, contact_id)
-        if contact.state == "closed":
-            raise ContactError("out_of_order", "the contact is closed")
-        return await self.chat.post(contact_id, caller.user_id, caller.role.value, client_id, text)
+        """Store a chat line; who may post is checked in the same transaction as the write."""
+        try:
+            return await self.chat.post(
+                contact_id, caller.user_id, caller.role.value, client_id, text
+            )
+        except PostRefused as exc:
+            raise ContactError(exc.code, exc.message) from None
 
     async def mark_read(self, caller: Caller, contact_id: str, up_to_seq: int) -> None:
         contact = await self.participant(caller, contact_id)
