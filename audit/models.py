@@ -1,8 +1,9 @@
-"""Tables of the audit log: the events and the single chain-head row that serialises appends."""
+"""Tables of the audit log: the events, the single chain-head row that serialises appends,
+and the signed checkpoints."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from vbank.db import Base
@@ -42,3 +43,27 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """A signed checkpoint of the first ``size`` events (``audit/checkpoints.py``).
+
+    ``note`` is the C2SP signed note (origin, size, Merkle root, signatures) and is all a
+    verifier trusts. The note carries no time, so ``signed_at_us`` (integer microseconds)
+    records when it was signed: verification checks each key's validity window at that
+    time. ``last_hash`` (the chain hash of event ``size``) and ``frontier`` (the Merkle
+    compact range, hex) only let the next checkpoint resume without re-reading the log;
+    verifiers recompute both. ``published`` says whether every configured witness got it.
+    """
+
+    __tablename__ = "audit_checkpoints"
+
+    size: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    root: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text)
+    signed_at_us: Mapped[int] = mapped_column(BigInteger)
+    last_hash: Mapped[str] = mapped_column(String(64))
+    frontier: Mapped[str] = mapped_column(Text)
+    published: Mapped[bool] = mapped_column(Boolean, default=False, index=True)

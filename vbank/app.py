@@ -7,6 +7,8 @@ import weakref
 
 from aiohttp import web
 
+from audit import signing
+from audit.checkpoints import Checkpointer
 from signaling.hub import Hub
 from signaling.media import MediaConfig, MediaManager, server_ice_servers
 from vbank.auth.passwords import Passwords
@@ -16,7 +18,7 @@ from vbank.contact.service import ContactService
 from vbank.context import SERVICES, Services
 from vbank.db import Database
 from vbank.evidence import EvidenceStore
-from vbank.http import auth_views, health, ice, verify_views, ws
+from vbank.http import auditor_views, auth_views, health, ice, verify_views, ws
 from vbank.http.access import RouteTable
 from vbank.http.ice import ice_config
 from vbank.http.middleware import auth_middleware, error_middleware, security_headers_middleware
@@ -25,7 +27,16 @@ from vbank.verification import Verifier
 
 logger = logging.getLogger(__name__)
 
-ROUTE_TABLES = (health.routes, auth_views.routes, ws.routes, ice.routes, verify_views.routes)
+CHECKPOINTER = web.AppKey("audit_checkpointer", Checkpointer)
+
+ROUTE_TABLES = (
+    health.routes,
+    auth_views.routes,
+    ws.routes,
+    ice.routes,
+    verify_views.routes,
+    auditor_views.routes,
+)
 
 
 def create_app(settings: Settings, db: Database | None = None) -> web.Application:
@@ -42,19 +53,21 @@ def create_app(settings: Settings, db: Database | None = None) -> web.Applicatio
     hub = Hub()
     ice = ice_config(settings)
     media = MediaManager(MediaConfig(), ice_servers=lambda: server_ice_servers(ice) if ice else ())
-    calls = Calls(services.db, hub, media, settings.data_dir / "recordings")
+    evidence = EvidenceStore.from_settings(settings)
+    calls = Calls(services.db, hub, media, settings.data_dir / "recordings", evidence.keyring)
     contacts = ContactService(services.db, grace_s=settings.agent_grace_s)
     verifier = Verifier(
         services.db,
         hub,
         calls,
-        EvidenceStore.from_settings(settings),
+        evidence,
         steps=settings.verify_steps,
         fixed_steps=settings.verify_fixed_steps,
         time_limit_s=settings.verify_time_limit_s,
     )
     services.realtime = Realtime(contacts, hub, calls, verifier)
     app[SERVICES] = services
+    app[CHECKPOINTER] = Checkpointer.from_settings(services.db, settings)
     app[ws.SOCKETS] = weakref.WeakSet()
     table = RouteTable()
     table.extend(ROUTE_TABLES)
@@ -68,6 +81,8 @@ def create_app(settings: Settings, db: Database | None = None) -> web.Applicatio
 
 async def _on_startup(app: web.Application) -> None:
     await app[SERVICES].realtime.start()
+    signing.install(app[CHECKPOINTER].keys)
+    await app[CHECKPOINTER].start()
 
 
 async def _on_shutdown(app: web.Application) -> None:
@@ -75,6 +90,7 @@ async def _on_shutdown(app: web.Application) -> None:
     services.shutting_down = True
     await ws.close_all(app)
     await services.realtime.stop()
+    await app[CHECKPOINTER].stop()  # after the last events: a shutdown checkpoint
 
 
 async def _on_cleanup(app: web.Application) -> None:

@@ -14,7 +14,9 @@ import hashlib
 import logging
 from pathlib import Path
 
+from audit.envelope import EnvelopeError, MasterKeyring
 from audit.log import Actor, append
+from audit.sealed import SealedFile, seal_file
 from signaling import protocol as p
 from signaling import state as st
 from signaling.hub import Hub
@@ -47,11 +49,19 @@ def proto_role(role: Role) -> p.Role:
 class Calls:
     """Video state and media of every open contact."""
 
-    def __init__(self, db: Database, hub: Hub, media: MediaManager, recordings_dir: Path) -> None:
+    def __init__(
+        self,
+        db: Database,
+        hub: Hub,
+        media: MediaManager,
+        recordings_dir: Path,
+        keyring: MasterKeyring | None = None,
+    ) -> None:
         self.db = db
         self.hub = hub
         self.media = media
         self.recordings_dir = recordings_dir
+        self.keyring = keyring  # None: recordings stay plaintext (hashed all the same)
         self._sessions: dict[str, st.ContactSession] = {}
         self._views: dict[str, ContactView] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -209,20 +219,36 @@ class Calls:
         for role, info in recordings.items():
             if not info.exists:
                 continue
-            digest, size = await asyncio.to_thread(_sha256_file, info.path)
-            await self._audit(
-                view,
-                Actor(),
-                "recording.finalised",
-                {
-                    "side": role,
-                    "file": info.path.relative_to(self.recordings_dir).as_posix(),
-                    "sha256": digest,
-                    "bytes": size,
-                    "duration_s": round(info.duration, 3),
-                    "video_frames": info.video_frames,
-                },
+            payload: dict[str, object] = {"side": role}
+            sealed = await self._seal(view, info.path)
+            if sealed is not None:
+                path, digest, size = sealed.path, sealed.sha256, sealed.size
+                payload.update(file_id=sealed.file_id.hex(), master_key_id=sealed.master_key_id)
+            else:
+                path = info.path
+                digest, size = await asyncio.to_thread(_sha256_file, info.path)
+                payload.update(encrypted=False)
+            payload.update(
+                file=path.relative_to(self.recordings_dir).as_posix(),
+                sha256=digest,
+                bytes=size,
+                duration_s=round(info.duration, 3),
+                video_frames=info.video_frames,
             )
+            await self._audit(view, Actor(), "recording.finalised", payload)
+
+    async def _seal(self, view: ContactView, path: Path) -> SealedFile | None:
+        """Encrypt a final recording at rest; None (plaintext kept, and audited as such)
+        when there is no keyring or sealing failed, so the recording is never lost."""
+        if self.keyring is None:
+            return None
+        try:
+            return await asyncio.to_thread(
+                seal_file, path, self.keyring, tmp_dir=self.recordings_dir.parent / ".sealing"
+            )
+        except (OSError, EnvelopeError) as exc:
+            logger.error("recording of contact %s not encrypted: %s", view.id, type(exc).__name__)
+            return None
 
     async def _both(self, view: ContactView, frame: p.ServerMessage) -> None:
         await self.hub.send(view.customer_id, frame)

@@ -1,4 +1,5 @@
-"""The ``vbank`` command: serve, demo, migrate, user add, audit verify."""
+"""The ``vbank`` command: serve, demo, migrate, user add, audit (verify, export, bundles,
+checkpoints, key rotation, retention)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from vbank.config import ConfigError, Settings
 from vbank.logs import setup_logging
+
+if TYPE_CHECKING:
+    from audit.keys import KeyRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +118,68 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _public_keys(path: str) -> KeyRegistry:
+    """Public verifier keys from a keys.json file (``vbank audit public-keys``)."""
+    from audit.keys import KeyRegistry, KeyRegistryError
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return KeyRegistry.from_public_manifest(json.load(fh))
+    except (OSError, ValueError, KeyRegistryError, TypeError, AttributeError) as exc:
+        sys.exit(f"vbank: cannot read keys from {path}: {exc}")
+
+
+def _print(obj: object) -> None:
+    print(json.dumps(obj, ensure_ascii=False))
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from audit.log import verify_database
+    from audit.checkpoints import read_witness_file
+    from audit.signing import registry_from_settings
+    from audit.verifier import VerifyReport, verify_from_database, verify_from_export
+    from vbank.db import Database
+
+    # an auditor verifying an export with the bank's public keys needs no configuration
+    settings = None if (args.from_export and args.keys) else _settings()
+    if args.keys:
+        keys = _public_keys(args.keys)
+    else:
+        assert settings is not None
+        keys = registry_from_settings(settings).public_only()
+    witness_path = args.witness
+    if witness_path is None and settings is not None and settings.witness_file is not None:
+        witness_path = settings.witness_file if settings.witness_file.exists() else None
+    try:
+        witness = read_witness_file(witness_path) if witness_path else []
+    except (OSError, ValueError) as exc:
+        sys.exit(f"vbank: cannot read the witness file: {exc}")
+
+    async def from_db() -> VerifyReport:
+        assert settings is not None
+        db = Database(settings.database_url)
+        try:
+            async with db.sessions() as session:
+                return await verify_from_database(session, keys, witness=witness)
+        finally:
+            await db.close()
+
+    if args.from_export:
+        try:
+            report = verify_from_export(args.from_export, keys, witness=witness)
+        except OSError as exc:
+            sys.exit(f"vbank: cannot read {args.from_export}: {exc}")
+    else:
+        report = asyncio.run(from_db())
+    out = report.to_json()
+    brief = {k: out[k] for k in ("ok", "events", "first_bad_seq", "reason")}
+    _print(out if args.details else brief)
+    return 0 if report.ok else 1
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from audit.bundle import BundleError, export_bundle
+    from audit.log import SYSTEM
+    from audit.verifier import export_log
     from vbank.db import Database
 
     settings = _settings()
@@ -122,21 +187,148 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     async def run() -> int:
         db = Database(settings.database_url)
         try:
+            if args.contact:
+                try:
+                    info = await export_bundle(
+                        db, args.contact, args.output, settings, actor=SYSTEM
+                    )
+                except BundleError as exc:
+                    print(f"vbank: {exc}", file=sys.stderr)
+                    return 1
+                _print(
+                    {
+                        "bundle": args.output,
+                        "contact": info.contact_id,
+                        "events": info.events,
+                        "checkpoint_size": info.checkpoint_size,
+                        "files": len(info.files),
+                        "missing": list(info.missing),
+                        "sha256": info.sha256,
+                    }
+                )
+                return 0
             async with db.sessions() as session:
-                report = await verify_database(session)
+                count = await export_log(session, args.output, origin=settings.audit_origin)
+            _print({"export": args.output, "events": count})
+            return 0
         finally:
             await db.close()
+
+    return asyncio.run(run())
+
+
+def cmd_audit_verify_bundle(args: argparse.Namespace) -> int:
+    from audit.bundle import verify_bundle
+
+    keys = _public_keys(args.keys) if args.keys else None
+    if keys is None:
         print(
-            json.dumps(
-                {
-                    "ok": report.ok,
-                    "events": report.events,
-                    "first_bad_seq": report.first_bad_seq,
-                    "reason": report.reason,
-                }
-            )
+            "vbank: no --keys given: checking against the bundle's own keys.json, which proves "
+            "the bundle is intact but not that the bank made it",
+            file=sys.stderr,
         )
-        return 0 if report.ok else 1
+    report = verify_bundle(args.file, keys)
+    _print(report.to_json())
+    return 0 if report.ok else 1
+
+
+def cmd_audit_public_keys(args: argparse.Namespace) -> int:
+    from audit.signing import registry_from_settings
+
+    manifest = registry_from_settings(_settings()).public_manifest()
+    text = json.dumps(manifest, indent=2) + "\n"
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    from audit.checkpoint import CheckpointError
+    from audit.checkpoints import Checkpointer, CheckpointRefused
+    from vbank.db import Database
+
+    settings = _settings()
+
+    async def run() -> int:
+        db = Database(settings.database_url)
+        try:
+            row = await Checkpointer.from_settings(db, settings).checkpoint_now()
+        except (CheckpointRefused, CheckpointError) as exc:
+            print(f"vbank: no checkpoint signed: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await db.close()
+        _print({"signed": row is not None, "size": row.size if row else None})
+        return 0
+
+    return asyncio.run(run())
+
+
+def cmd_audit_rotate_master_key(args: argparse.Namespace) -> int:
+    from audit.log import append
+    from audit.sealed import rewrap_all
+    from vbank.db import Database
+    from vbank.evidence import keyring_from_settings
+
+    settings = _settings()
+    keyring = keyring_from_settings(settings)
+    result = rewrap_all(settings.data_dir, keyring)
+
+    async def record() -> None:
+        db = Database(settings.database_url)
+        try:
+            async with db.transaction() as session:
+                await append(
+                    session,
+                    "keys.master_rewrapped",
+                    {
+                        "master_key_id": keyring.current_id,
+                        "rewrapped": result.rewrapped,
+                        "already_current": result.current,
+                        "failed": list(result.failed),
+                    },
+                )
+        finally:
+            await db.close()
+
+    asyncio.run(record())
+    _print(
+        {
+            "master_key_id": keyring.current_id,
+            "rewrapped": result.rewrapped,
+            "already_current": result.current,
+            "failed": list(result.failed),
+        }
+    )
+    return 1 if result.failed else 0
+
+
+def cmd_audit_purge_expired(args: argparse.Namespace) -> int:
+    from vbank.db import Database
+    from vbank.retention import purge_expired
+
+    settings = _settings()
+
+    async def run() -> int:
+        db = Database(settings.database_url)
+        try:
+            purged = await purge_expired(db, settings, dry_run=args.dry_run)
+        finally:
+            await db.close()
+        _print(
+            {
+                "dry_run": args.dry_run,
+                "retention_years": settings.retention_years,
+                "contacts": [
+                    {"contact": p.contact_id, "files": len(p.files), "failed": list(p.failed)}
+                    for p in purged
+                ],
+            }
+        )
+        return 1 if any(p.failed for p in purged) else 0
 
     return asyncio.run(run())
 
@@ -189,10 +381,78 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     p = audit_sub.add_parser(
         "verify",
-        help="verify the audit chain in the database",
-        description="Check every event's hash link; print JSON; exit 1 naming the first bad event.",
+        help="verify the audit log (database or export)",
+        description="Check the hash chain, every signed checkpoint (signature, Merkle root, "
+        "consistency with the previous one) and, given a witness file, the checkpoints it "
+        "holds. Print JSON; exit 1 naming the first bad event.",
     )
+    p.add_argument("--from-export", metavar="FILE", help="verify an export file, not the database")
+    p.add_argument(
+        "--witness",
+        metavar="FILE",
+        help="witness file of published checkpoints (default: VBANK_WITNESS_FILE if it exists)",
+    )
+    p.add_argument(
+        "--keys", metavar="FILE", help="public keys (keys.json) instead of the configured keys"
+    )
+    p.add_argument("--details", action="store_true", help="also print checkpoint details")
     p.set_defaults(func=cmd_audit_verify)
+
+    p = audit_sub.add_parser(
+        "export",
+        help="export the log, or one contact's evidence bundle",
+        description="Without --contact: the whole log as JSON lines, for `vbank audit verify "
+        "--from-export`. With --contact: a zip of the contact's events with inclusion proofs, "
+        "the signed checkpoint, public keys, decrypted recordings and snapshots, and a signed "
+        "manifest, for `vbank audit verify-bundle`.",
+    )
+    p.add_argument("--contact", metavar="ID", help="export this contact's evidence bundle")
+    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.set_defaults(func=cmd_audit_export)
+
+    p = audit_sub.add_parser(
+        "verify-bundle",
+        help="verify an evidence bundle offline",
+        description="Check a bundle's signatures, inclusion proofs and file hashes with public "
+        "keys only. Print JSON; exit 1 naming the first bad event or file.",
+    )
+    p.add_argument("file")
+    p.add_argument("--keys", metavar="FILE", help="the bank's public keys (keys.json)")
+    p.set_defaults(func=cmd_audit_verify_bundle)
+
+    p = audit_sub.add_parser(
+        "public-keys",
+        help="print the public audit keys (keys.json)",
+        description="Print the public verifier keys with their validity windows, for auditors.",
+    )
+    p.add_argument("-o", "--output", metavar="FILE")
+    p.set_defaults(func=cmd_audit_public_keys)
+
+    p = audit_sub.add_parser(
+        "checkpoint",
+        help="sign a checkpoint now",
+        description="Sign a checkpoint of every event not yet covered (the service does this "
+        "by itself while it runs) and publish it to the witness.",
+    )
+    p.set_defaults(func=cmd_audit_checkpoint)
+
+    p = audit_sub.add_parser(
+        "rotate-master-key",
+        help="re-wrap every file's data key with the current master key",
+        description="After putting a new key first in VBANK_MASTER_KEY (keep the old ones "
+        "after it): re-wrap the data key of every recording and evidence file with it. Files "
+        "are not re-encrypted. Exit 1 if a file could not be re-wrapped.",
+    )
+    p.set_defaults(func=cmd_audit_rotate_master_key)
+
+    p = audit_sub.add_parser(
+        "purge-expired",
+        help="delete recordings and snapshots past retention",
+        description="Delete the recordings and snapshots of contacts closed more than "
+        "VBANK_RETENTION_YEARS ago; each deletion is an audit event.",
+    )
+    p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    p.set_defaults(func=cmd_audit_purge_expired)
 
     from vbank.bench.cli import add_parser as add_bench
 

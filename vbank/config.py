@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 SECRET_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
 MASTER_KEY_FILE = "master.key"
+AUDIT_KEY_FILE = "audit.key"
+DEFAULT_AUDIT_ORIGIN = "vbank.local/audit"
 DEFAULT_WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 
@@ -52,7 +54,12 @@ def _load_or_create_secret(data_dir: Path, name: str = SECRET_FILE, nbytes: int 
             raise ConfigError(f"{path} must not be readable by group or others (mode {mode:o})")
         return path.read_text().strip()
     data_dir.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(nbytes) if name == SECRET_FILE else _new_master_key()
+    if name == SECRET_FILE:
+        value = secrets.token_urlsafe(nbytes)
+    elif name == AUDIT_KEY_FILE:
+        value = _new_audit_key()
+    else:
+        value = _new_master_key()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(value + "\n")
@@ -60,8 +67,18 @@ def _load_or_create_secret(data_dir: Path, name: str = SECRET_FILE, nbytes: int 
     return value
 
 
+def load_or_create_secret(data_dir: Path, name: str) -> str:
+    """The generated secret file ``name`` in ``data_dir`` (created with mode 0600 if absent)."""
+    return _load_or_create_secret(data_dir, name)
+
+
 def _new_master_key() -> str:
     return "k1:" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _new_audit_key() -> str:
+    # name:base64(Ed25519 seed):not_before:not_after (an open window); see audit/signing.py
+    return "vbank-audit:" + base64.b64encode(secrets.token_bytes(32)).decode() + "::"
 
 
 def parse_master_keys(value: str) -> tuple[tuple[str, bytes], ...]:
@@ -112,6 +129,13 @@ class Settings:
     stun_urls: tuple[str, ...] = ()
     log_json: bool = True
     web_dir: Path = field(default_factory=lambda: DEFAULT_WEB_DIR)
+    audit_keys: str = field(default="", repr=False)
+    audit_origin: str = DEFAULT_AUDIT_ORIGIN
+    checkpoint_events: int = 1000
+    checkpoint_interval_s: float = 60.0
+    witness_file: Path | None = None
+    witness_url: str = ""
+    retention_years: int = 5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -123,6 +147,21 @@ class Settings:
             raise ConfigError("VBANK_SECRET_KEY must be at least 32 characters")
 
         master = e.get("VBANK_MASTER_KEY") or _load_or_create_secret(data_dir, MASTER_KEY_FILE)
+        audit_keys = e.get("VBANK_AUDIT_KEYS") or _load_or_create_secret(data_dir, AUDIT_KEY_FILE)
+        _check_audit_keys(audit_keys)
+        witness_file = e.get("VBANK_WITNESS_FILE", "").strip()
+        checkpoint_events = _int(
+            e.get("VBANK_CHECKPOINT_EVENTS", "1000"), "VBANK_CHECKPOINT_EVENTS"
+        )
+        checkpoint_interval = _int(
+            e.get("VBANK_CHECKPOINT_INTERVAL_S", "60"), "VBANK_CHECKPOINT_INTERVAL_S"
+        )
+        retention_years = _int(e.get("VBANK_RETENTION_YEARS", "5"), "VBANK_RETENTION_YEARS")
+        if checkpoint_events < 1 or checkpoint_interval < 1 or retention_years < 1:
+            raise ConfigError(
+                "VBANK_CHECKPOINT_EVENTS, VBANK_CHECKPOINT_INTERVAL_S and "
+                "VBANK_RETENTION_YEARS must be at least 1"
+            )
 
         def urls(name: str) -> tuple[str, ...]:
             return tuple(u.strip() for u in e.get(name, "").split(",") if u.strip())
@@ -158,4 +197,21 @@ class Settings:
             stun_urls=urls("VBANK_STUN_URLS"),
             log_json=_bool(e.get("VBANK_LOG_JSON", "true"), "VBANK_LOG_JSON"),
             web_dir=Path(e.get("VBANK_WEB_DIR", str(DEFAULT_WEB_DIR))),
+            audit_keys=audit_keys,
+            audit_origin=e.get("VBANK_AUDIT_ORIGIN", "").strip() or DEFAULT_AUDIT_ORIGIN,
+            checkpoint_events=checkpoint_events,
+            checkpoint_interval_s=float(checkpoint_interval),
+            witness_file=Path(witness_file).expanduser() if witness_file else None,
+            witness_url=e.get("VBANK_WITNESS_URL", "").strip(),
+            retention_years=retention_years,
         )
+
+
+def _check_audit_keys(value: str) -> None:
+    """Refuse a malformed VBANK_AUDIT_KEYS at start-up (the message never echoes a seed)."""
+    from audit.signing import AuditKeyError, parse_audit_keys
+
+    try:
+        parse_audit_keys(value)
+    except AuditKeyError as exc:
+        raise ConfigError(f"VBANK_AUDIT_KEYS: {exc}") from None

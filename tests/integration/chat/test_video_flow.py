@@ -4,6 +4,7 @@ client peers standing in for the two browsers."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,14 @@ import av
 import pytest
 
 from audit.log import verify_database
+from audit.sealed import unseal_to
 from signaling.media.testing import ClientPeer, PatternVideoTrack, SineAudioTrack
 from tests.conftest import MakeUser
 from tests.integration.chat.conftest import assigned_contact, session_events
 from vbank.calls import CONSENT_VERSION
 from vbank.config import Settings
 from vbank.db import Database
+from vbank.evidence import keyring_from_settings
 
 pytestmark = [pytest.mark.realtime, pytest.mark.flaky(reruns=2, reruns_delay=2)]
 
@@ -102,15 +105,23 @@ async def test_consent_then_relay_record_and_hangup(
     } == {1}
     assert len(recordings) == 2
     root = Path(settings.data_dir) / "recordings"
-    for path in root.rglob("*"):
-        if path.is_file():
-            with av.open(str(path)) as container:
-                stream = container.streams.video[0]
-                frames = sum(1 for _ in container.demux(stream) if _.size)
-                duration = float(container.duration or 0) / 1_000_000
-            assert frames > 10
-            # the media flowed for most of the call (negotiation time excluded)
-            assert 0.5 * call_s < duration <= call_s * 1.1, (duration, call_s)
+    # recordings are encrypted at rest: no plaintext left, each envelope named by its event
+    assert not [p for p in root.rglob("*.mkv") if p.is_file()]
+    keyring = keyring_from_settings(settings)
+    for event in recordings:
+        payload = json.loads(event.payload)
+        sealed = root / payload["file"]
+        assert sealed.suffix == ".venv" and sealed.is_file()
+        plain = settings.data_dir / f"check-{payload['side']}.mkv"
+        digest, size = unseal_to(sealed, keyring, bytes.fromhex(payload["file_id"]), plain)
+        assert (digest, size) == (payload["sha256"], payload["bytes"])
+        with av.open(str(plain)) as container:
+            stream = container.streams.video[0]
+            frames = sum(1 for _ in container.demux(stream) if _.size)
+            duration = float(container.duration or 0) / 1_000_000
+        assert frames > 10
+        # the media flowed for most of the call (negotiation time excluded)
+        assert 0.5 * call_s < duration <= call_s * 1.1, (duration, call_s)
 
     # video can start again after it ended, with a fresh consent
     await customer.send("video.request", contact_id=contact_id)
