@@ -618,10 +618,10 @@ def _files_named_by_events(
         for key in EVIDENCE_FIELDS:
             value = p.get(key)
             if isinstance(value, str) and EVIDENCE_KEY_RE.match(value):
-                sha = (
-                    p.get("sha256")
-                    if key == "evidence" and isinstance(p.get("sha256"), str)
-                    else None
-                )
+                # the hash logged beside the key: `sha256` for `evidence`, `live_sha256`
+                # for `live_evidence` (older events carry none: the signed manifest covers them)
+                hash_field = {"evidence": "sha256", "live_evidence": "live_sha256"}.get(key)
+                logged = p.get(hash_field) if hash_field else None
+                sha = logged if isinstance(logged, str) else None
                 out.setdefault(_evidence_name(value), (seq, sha, None))
     return out

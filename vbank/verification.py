@@ -410,8 +410,10 @@ class Verifier:
             if attempt.encodings
             else None
         )
+        live_sha256: str | None = None
         if attempt.best_frame is not None:
             data = await asyncio.to_thread(_jpeg, attempt.best_frame)
+            live_sha256 = hashlib.sha256(data).hexdigest()
             attempt.live_key = await asyncio.to_thread(self.evidence.put, data, kind="snapshot")
         attempt.state = "finished"
         distance = float(decision.distance) if decision is not None else None
@@ -442,6 +444,7 @@ class Verifier:
                     "good_frames": attempt.good_frames,
                     "reference_evidence": attempt.reference_key,
                     "live_evidence": attempt.live_key,
+                    "live_sha256": live_sha256,
                 },
                 session_ref=attempt.view.id,
             )

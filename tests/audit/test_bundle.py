@@ -86,9 +86,17 @@ async def make_contact(db: Database, settings: Settings) -> Contact:
         "verify.document_captured",
         {"evidence": doc_key, "sha256": hashlib.sha256(doc).hexdigest()},
     )
-    live_key = store.put(b"\xff\xd8 a live frame", kind="snapshot")
+    live = b"\xff\xd8 a live frame"
+    live_key = store.put(live, kind="snapshot")
     await _record(
-        db, cid, "verify.attempt_result", {"reference_evidence": doc_key, "live_evidence": live_key}
+        db,
+        cid,
+        "verify.attempt_result",
+        {
+            "reference_evidence": doc_key,
+            "live_evidence": live_key,
+            "live_sha256": hashlib.sha256(live).hexdigest(),
+        },
     )
     out = io.BytesIO()
     info = await export_bundle(db, cid, out, settings, actor=Actor(9, "auditor"))
@@ -279,3 +287,25 @@ async def test_raw_zip_edits_and_cuts_are_detected(contact: Contact, data: st.Da
     report = verify_bundle(io.BytesIO(mutated), contact.public)
     if report.ok:  # only bytes no reader looks at (zip comments, unused header fields)
         assert _members(mutated) == _members(blob)
+
+
+async def test_a_live_snapshot_that_does_not_match_its_event_is_refused(
+    db: Database, settings: Settings
+) -> None:
+    """The live snapshot's hash logged in verify.attempt_result is checked offline."""
+    cid = "f" * 32
+    await _record(db, cid, "contact.queued", {"skill": "accounts"})
+    store = EvidenceStore.from_settings(settings)
+    live_key = store.put(b"\xff\xd8 what the camera saw", kind="snapshot")
+    await _record(
+        db,
+        cid,
+        "verify.attempt_result",
+        {"live_evidence": live_key, "live_sha256": hashlib.sha256(b"something else").hexdigest()},
+    )
+    out = io.BytesIO()
+    await export_bundle(db, cid, out, settings)
+    out.seek(0)
+    report = verify_bundle(out, registry_from_settings(settings).public_only())
+    assert not report.ok
+    assert "does not match event" in report.reason

@@ -93,7 +93,11 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                         await realtime.handle(caller, message, ws)
                 except ProtocolError as exc:
                     await _send_error(ws, exc)
-                except Exception:
+                except Exception as exc:
+                    if isinstance(exc, ConnectionError) and services.shutting_down:
+                        # queued work is refused while shutting down: expected, not an error
+                        logger.info("message dropped at shutdown (user %s)", caller.user_id)
+                        break
                     logger.exception("websocket message failed (user %s)", caller.user_id)
                     await _send_error(ws, ProtocolError(ErrorCode.INTERNAL, "internal error"))
             if verdict is Verdict.REJECT:
