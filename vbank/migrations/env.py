@@ -8,7 +8,8 @@ from sqlalchemy import create_engine, pool
 import audit.models  # noqa: F401  registers the audit tables
 import vbank.contact.models
 import vbank.identity.models
-import vbank.models  # noqa: F401  registers the domain tables
+import vbank.models
+import vbank.trading.models  # noqa: F401  registers the domain tables
 from vbank.db import Base, configure_sqlite, is_sqlite, sync_url
 
 config = context.config

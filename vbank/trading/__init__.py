@@ -1,0 +1,1 @@
+"""Collaborative transactions: operation types, their confirmation cards, trading backends."""
