@@ -94,26 +94,24 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     password = os.environ.get("VBANK_NEW_PASSWORD") or getpass.getpass("password: ")
 
     async def run() -> int:
-        db = Database(settings.database_url)
         try:
-            async with db.transaction() as session:
-                user = await create_user(
-                    session,
-                    Passwords(settings.password_time_cost, settings.password_memory_kib),
-                    username=args.username,
-                    password=password,
-                    role=Role(args.role),
-                    display_name=args.display_name,
-                    skills=args.skills.split(",") if args.skills else (),
-                    capacity=args.capacity,
-                )
-                print(f"created {user.role} {user.username} (id {user.id})")
-                return 0
+            async with Database(settings.database_url) as db:
+                async with db.transaction() as session:
+                    user = await create_user(
+                        session,
+                        Passwords(settings.password_time_cost, settings.password_memory_kib),
+                        username=args.username,
+                        password=password,
+                        role=Role(args.role),
+                        display_name=args.display_name,
+                        skills=args.skills.split(",") if args.skills else (),
+                        capacity=args.capacity,
+                    )
+                    print(f"created {user.role} {user.username} (id {user.id})")
+                    return 0
         except UserError as exc:
             print(f"vbank: {exc}", file=sys.stderr)
             return 2
-        finally:
-            await db.close()
 
     return asyncio.run(run())
 
@@ -156,12 +154,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
     async def from_db() -> VerifyReport:
         assert settings is not None
-        db = Database(settings.database_url)
-        try:
+        async with Database(settings.database_url) as db:
             async with db.sessions() as session:
                 return await verify_from_database(session, keys, witness=witness)
-        finally:
-            await db.close()
 
     if args.from_export:
         try:
@@ -185,8 +180,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     settings = _settings()
 
     async def run() -> int:
-        db = Database(settings.database_url)
-        try:
+        async with Database(settings.database_url) as db:
             if args.contact:
                 try:
                     info = await export_bundle(
@@ -211,8 +205,6 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
                 count = await export_log(session, args.output, origin=settings.audit_origin)
             _print({"export": args.output, "events": count})
             return 0
-        finally:
-            await db.close()
 
     return asyncio.run(run())
 
@@ -253,14 +245,12 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
     settings = _settings()
 
     async def run() -> int:
-        db = Database(settings.database_url)
         try:
-            row = await Checkpointer.from_settings(db, settings).checkpoint_now()
+            async with Database(settings.database_url) as db:
+                row = await Checkpointer.from_settings(db, settings).checkpoint_now()
         except (CheckpointRefused, CheckpointError) as exc:
             print(f"vbank: no checkpoint signed: {exc}", file=sys.stderr)
             return 1
-        finally:
-            await db.close()
         _print({"signed": row is not None, "size": row.size if row else None})
         return 0
 
@@ -278,8 +268,7 @@ def cmd_audit_rotate_master_key(args: argparse.Namespace) -> int:
     result = rewrap_all(settings.data_dir, keyring)
 
     async def record() -> None:
-        db = Database(settings.database_url)
-        try:
+        async with Database(settings.database_url) as db:
             async with db.transaction() as session:
                 await append(
                     session,
@@ -291,8 +280,6 @@ def cmd_audit_rotate_master_key(args: argparse.Namespace) -> int:
                         "failed": list(result.failed),
                     },
                 )
-        finally:
-            await db.close()
 
     asyncio.run(record())
     _print(
@@ -313,11 +300,8 @@ def cmd_audit_purge_expired(args: argparse.Namespace) -> int:
     settings = _settings()
 
     async def run() -> int:
-        db = Database(settings.database_url)
-        try:
+        async with Database(settings.database_url) as db:
             purged = await purge_expired(db, settings, dry_run=args.dry_run)
-        finally:
-            await db.close()
         _print(
             {
                 "dry_run": args.dry_run,

@@ -113,3 +113,10 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Command-line tools open a database for one job: closed whatever happens."""
+        await self.close()
