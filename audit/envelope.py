@@ -69,6 +69,7 @@ __all__ = [
     "bench_encrypt",
     "decrypt_bytes",
     "encrypt_bytes",
+    "fsync_dir",
     "read_header",
     "rewrap_file",
     "rewrap_header",
@@ -454,7 +455,7 @@ class EnvelopeWriter:
                 self._own.close()
                 os.replace(self._tmp, self._path)
                 self._tmp = None
-                _fsync_dir(self._path.parent)
+                fsync_dir(self._path.parent)
         except BaseException:
             self.abort()
             raise
@@ -501,7 +502,7 @@ class EnvelopeWriter:
             self.abort()
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     """Persist a rename (best effort: not every platform can open directories)."""
     try:
         fd = os.open(directory, os.O_RDONLY)

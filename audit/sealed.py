@@ -27,6 +27,7 @@ from audit.envelope import (
     EnvelopeReader,
     EnvelopeWriter,
     MasterKeyring,
+    fsync_dir,
     read_header,
     rewrap_file,
 )
@@ -69,7 +70,7 @@ def seal_file(plain: Path, keyring: MasterKeyring, *, tmp_dir: Path | None = Non
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
     plain.unlink()
     return SealedFile(dest, file_id, info.sha256_hex, info.size, info.master_key_id)
 
@@ -134,16 +135,3 @@ def rewrap_all(data_dir: Path, keyring: MasterKeyring) -> RewrapReport:
             rewrapped += 1
     logger.info("master key rotation: %d re-wrapped, %d already current", rewrapped, current)
     return RewrapReport(rewrapped, current, tuple(failed))
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
