@@ -9,6 +9,7 @@ import audit.models  # noqa: F401  registers the audit tables
 import vbank.contact.models
 import vbank.identity.models
 import vbank.models
+import vbank.trading.drafts
 import vbank.trading.models  # noqa: F401  registers the domain tables
 from vbank.db import Base, configure_sqlite, is_sqlite, sync_url
 
