@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -173,7 +173,25 @@ async def append_many(session: AsyncSession, events: Sequence[NewEvent]) -> list
     )
     await session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=prev))
     head.seq, head.hash = seq, prev  # keep the identity map in step with the row
+    if _listeners:
+        for row in rows:
+            for listener in _listeners.get(row.type, ()):
+                await listener(session, row)
     return rows
+
+
+Listener = Callable[[AsyncSession, AuditEvent], Awaitable[None]]
+_listeners: dict[str, list[Listener]] = {}
+
+
+def subscribe(types: Iterable[str], listener: Listener) -> None:
+    """Call ``listener(session, event)`` for every appended event of these types, inside
+    the appending transaction: whatever it writes (a webhook outbox row, a survey) commits
+    or rolls back with the event.  Subscribing the same listener twice has no effect."""
+    for type_ in types:
+        bucket = _listeners.setdefault(type_, [])
+        if listener not in bucket:
+            bucket.append(listener)
 
 
 _COLUMNS = (
