@@ -108,6 +108,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     OUT_OF_ORDER = "out_of_order"
     BAD_SDP = "bad_sdp"
+    REFUSED = "refused"  # a business rule said no; ``reason`` names which
     INTERNAL = "internal"
 
 
@@ -118,15 +119,25 @@ class ProtocolError(Exception):
     ``ref_id`` is the envelope ``id`` of the offending client message, when known.
     """
 
-    def __init__(self, code: ErrorCode, message: str, *, ref_id: str | None = None) -> None:
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        ref_id: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         super().__init__(f"{code.value}: {message}")
         self.code = code
         self.message = message[:_MAX_ERROR_TEXT]
         self.ref_id = ref_id
+        self.reason = reason
 
     def to_message(self) -> ErrorMessage:
         """The ``error`` frame to send for this failure."""
-        return ErrorMessage(code=self.code, message=self.message, ref_id=self.ref_id)
+        return ErrorMessage(
+            code=self.code, message=self.message, ref_id=self.ref_id, reason=self.reason
+        )
 
 
 # --------------------------------------------------------------------------- field types
@@ -176,6 +187,17 @@ ShortText = Annotated[
     str, StringConstraints(min_length=1, max_length=200), AfterValidator(_check_free_text)
 ]
 Sdp = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SDP_BYTES)]
+Reason = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+CardHash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+# an operation's fields: short names, strings or integers (amounts in minor units)
+OperationFields = Annotated[
+    dict[
+        Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")],
+        Annotated[str, StringConstraints(max_length=80)]
+        | Annotated[int, Field(ge=-(2**53), le=2**53)],
+    ],
+    Field(max_length=12),
+]
 
 
 class _Message(BaseModel):
@@ -332,6 +354,36 @@ class VerifyDecide(_ClientMessage):
     reason: ShortText | None = None
 
 
+class TradeDraftRequest(_ClientMessage):
+    """Agent prepares an operation for the customer to confirm (see vbank.trading)."""
+
+    type: Literal["trade.draft"] = "trade.draft"
+    contact_id: Ident
+    operation: OperationFields
+
+
+class TradeWithdraw(_ClientMessage):
+    type: Literal["trade.withdraw"] = "trade.withdraw"
+    contact_id: Ident
+    draft_id: Ident
+
+
+class TradeConfirm(_ClientMessage):
+    """Customer confirms the card whose hash they were shown (what you see is what you sign)."""
+
+    type: Literal["trade.confirm"] = "trade.confirm"
+    contact_id: Ident
+    draft_id: Ident
+    card_hash: CardHash
+
+
+class TradeReject(_ClientMessage):
+    type: Literal["trade.reject"] = "trade.reject"
+    contact_id: Ident
+    draft_id: Ident
+    reason: ShortText | None = None
+
+
 ClientMessage = Annotated[
     Hello
     | ContactStart
@@ -350,7 +402,11 @@ ClientMessage = Annotated[
     | VerifyStart
     | VerifyCaptureDocument
     | VerifyCancel
-    | VerifyDecide,
+    | VerifyDecide
+    | TradeDraftRequest
+    | TradeWithdraw
+    | TradeConfirm
+    | TradeReject,
     Field(discriminator="type"),
 ]
 
@@ -373,6 +429,10 @@ _CLIENT_MODELS: Final[tuple[type[_ClientMessage], ...]] = (
     VerifyCaptureDocument,
     VerifyCancel,
     VerifyDecide,
+    TradeDraftRequest,
+    TradeWithdraw,
+    TradeConfirm,
+    TradeReject,
 )
 
 
@@ -413,6 +473,7 @@ class ErrorMessage(_Message):
     code: ErrorCode
     message: Annotated[str, StringConstraints(max_length=_MAX_ERROR_TEXT)]
     ref_id: Ident | None = None
+    reason: Reason | None = None  # with ``refused``: which rule (e.g. step_up_required)
 
 
 class QueuePosition(_Message):
@@ -572,6 +633,63 @@ class VerifyOutcome(_Message):
     reason: ShortText | None = None
 
 
+TradeState = Literal[
+    "pending",
+    "confirmed",
+    "executed",
+    "failed",
+    "status_unknown",
+    "rejected",
+    "withdrawn",
+    "expired",
+]
+CardLine = Annotated[list[Annotated[str, StringConstraints(max_length=200)]], Field(max_length=2)]
+
+
+class Card(BaseModel):
+    """A confirmation card in one language, exactly as rendered by vbank.trading."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    lang: Literal["en", "zh-CN"]
+    title: Annotated[str, StringConstraints(max_length=200)]
+    lines: list[CardLine] = Field(max_length=8)
+    operation: dict[str, str | int]
+
+
+class TradeCard(_Message):
+    """A draft as it stands (sent to both parties on every change)."""
+
+    type: Literal["trade.card"] = "trade.card"
+    contact_id: Ident
+    draft_id: Ident
+    kind: Reason
+    state: TradeState
+    step_up: bool
+    expires_at: AwareDatetime
+    cards: dict[Literal["en", "zh-CN"], Card]
+    hashes: dict[Literal["en", "zh-CN"], CardHash]
+    reason: Reason | None = None
+    reference: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class AccountBalance(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    number: Annotated[str, StringConstraints(max_length=34)]
+    name: Annotated[str, StringConstraints(max_length=64)]
+    currency: Annotated[str, StringConstraints(min_length=3, max_length=3)]
+    balance_minor: int
+
+
+class AccountsBalances(_Message):
+    """The customer's accounts after a change (to the customer and, verified, the agent)."""
+
+    type: Literal["accounts.balances"] = "accounts.balances"
+    contact_id: Ident
+    accounts: list[AccountBalance] = Field(max_length=64)
+
+
 ServerMessage = Annotated[
     Welcome
     | Ack
@@ -591,7 +709,9 @@ ServerMessage = Annotated[
     | VerifyProgress
     | VerifyReference
     | VerifyResult
-    | VerifyOutcome,
+    | VerifyOutcome
+    | TradeCard
+    | AccountsBalances,
     Field(discriminator="type"),
 ]
 _SERVER_ADAPTER: Final[TypeAdapter[ServerMessage]] = TypeAdapter(ServerMessage)
@@ -617,6 +737,8 @@ SERVER_MESSAGE_TYPES: Final = frozenset(
         VerifyReference,
         VerifyResult,
         VerifyOutcome,
+        TradeCard,
+        AccountsBalances,
     )
 )
 

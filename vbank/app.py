@@ -23,6 +23,7 @@ from vbank.http.access import RouteTable
 from vbank.http.ice import ice_config
 from vbank.http.middleware import auth_middleware, error_middleware, security_headers_middleware
 from vbank.realtime import Realtime
+from vbank.trading.service import TradingService
 from vbank.verification import Verifier
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ def create_app(settings: Settings, db: Database | None = None) -> web.Applicatio
         fixed_steps=settings.verify_fixed_steps,
         time_limit_s=settings.verify_time_limit_s,
     )
-    services.realtime = Realtime(contacts, hub, calls, verifier)
+    trading = TradingService.from_settings(services.db, settings)
+    services.realtime = Realtime(contacts, hub, calls, verifier, trading)
     app[SERVICES] = services
     app[CHECKPOINTER] = Checkpointer.from_settings(services.db, settings)
     app[ws.SOCKETS] = weakref.WeakSet()

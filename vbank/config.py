@@ -136,6 +136,11 @@ class Settings:
     witness_file: Path | None = None
     witness_url: str = ""
     retention_years: int = 5
+    trading_backend: str = "ledger"  # "ledger" (built in) or "http" (a bank's core system)
+    trading_url: str = ""
+    trade_draft_ttl_s: float = 300.0
+    verification_max_age_s: float = 900.0
+    step_up_limit_minor: int = 1_000_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -204,7 +209,41 @@ class Settings:
             witness_file=Path(witness_file).expanduser() if witness_file else None,
             witness_url=e.get("VBANK_WITNESS_URL", "").strip(),
             retention_years=retention_years,
+            **_trading(e),
         )
+
+
+def _trading(e: Mapping[str, str]) -> dict[str, object]:
+    """The trading settings: which backend, draft lifetime, verification age, step-up."""
+    backend = e.get("VBANK_TRADING_BACKEND", "ledger").strip() or "ledger"
+    url = e.get("VBANK_TRADING_URL", "").strip()
+    if backend not in ("ledger", "http"):
+        raise ConfigError(f"VBANK_TRADING_BACKEND must be ledger or http, got {backend!r}")
+    if backend == "http" and not url.startswith(("http://", "https://")):
+        raise ConfigError("VBANK_TRADING_URL must be an http(s) URL when the backend is http")
+    values = {
+        "trade_draft_ttl_s": _int(
+            e.get("VBANK_TRADE_DRAFT_TTL_S", "300"), "VBANK_TRADE_DRAFT_TTL_S"
+        ),
+        "verification_max_age_s": _int(
+            e.get("VBANK_VERIFICATION_MAX_AGE_S", "900"), "VBANK_VERIFICATION_MAX_AGE_S"
+        ),
+        "step_up_limit_minor": _int(
+            e.get("VBANK_STEP_UP_LIMIT_MINOR", "1000000"), "VBANK_STEP_UP_LIMIT_MINOR"
+        ),
+    }
+    if min(values.values()) < 1:
+        raise ConfigError(
+            "VBANK_TRADE_DRAFT_TTL_S, VBANK_VERIFICATION_MAX_AGE_S and "
+            "VBANK_STEP_UP_LIMIT_MINOR must be at least 1"
+        )
+    return {
+        "trading_backend": backend,
+        "trading_url": url,
+        "trade_draft_ttl_s": float(values["trade_draft_ttl_s"]),
+        "verification_max_age_s": float(values["verification_max_age_s"]),
+        "step_up_limit_minor": values["step_up_limit_minor"],
+    }
 
 
 def _check_audit_keys(value: str) -> None:

@@ -23,6 +23,8 @@ from vbank.contact.chat import PostResult
 from vbank.contact.models import ChatMessage as StoredMessage
 from vbank.contact.service import Caller, ContactError, ContactService, ContactView
 from vbank.roles import Role
+from vbank.trading.operations import OperationError
+from vbank.trading.service import DraftView, TradeRefused, TradingService
 from vbank.verification import Verifier
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,10 @@ MESSAGE_ROLES: dict[str, frozenset[Role]] = {
     "verify.capture_document": frozenset({Role.AGENT}),
     "verify.cancel": frozenset({Role.AGENT}),
     "verify.decide": frozenset({Role.AGENT}),
+    "trade.draft": frozenset({Role.AGENT}),
+    "trade.withdraw": frozenset({Role.AGENT}),
+    "trade.confirm": frozenset({Role.CUSTOMER}),
+    "trade.reject": frozenset({Role.CUSTOMER}),
 }
 assert set(MESSAGE_ROLES) == set(p.CLIENT_MESSAGE_TYPES), "every message type declares roles"
 
@@ -67,12 +73,15 @@ class Realtime:
         hub: Hub,
         calls: Calls,
         verifier: Verifier,
+        trading: TradingService,
         tick_s: float = 1.0,
     ) -> None:
         self.contacts = contacts
         self.hub = hub
         self.calls = calls
         self.verifier = verifier
+        self.trading = trading
+        self._ticks = 0
         self.tick_s = tick_s
         self._customer_of: dict[str, int] = {}  # queued contact -> customer
         self._task: asyncio.Task[None] | None = None
@@ -97,6 +106,10 @@ class Realtime:
             "verify.capture_document": self._verify_capture,
             "verify.cancel": self._verify_cancel,
             "verify.decide": self._verify_decide,
+            "trade.draft": self._trade_draft,
+            "trade.withdraw": self._trade_withdraw,
+            "trade.confirm": self._trade_confirm,
+            "trade.reject": self._trade_reject,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -125,6 +138,7 @@ class Realtime:
         if self._cleanups:
             await asyncio.gather(*self._cleanups, return_exceptions=True)
         await self.verifier.close()
+        await self.trading.close()
         await self.calls.shutdown()
         await self.contacts.close()
 
@@ -139,6 +153,20 @@ class Realtime:
                     await self.route()
             except Exception:
                 logger.exception("routing tick failed")
+            try:
+                await self._trading_tick()
+            except Exception:
+                logger.exception("trading tick failed")
+
+    async def _trading_tick(self) -> None:
+        """Expire drafts every tick; settle interrupted executions every tenth."""
+        self._ticks += 1
+        for draft in await self.trading.expire_due():
+            await self._send_draft(draft)
+        if self._ticks % 10 == 0:
+            for draft in await self.trading.reconcile():
+                await self._send_draft(draft)
+                await self._send_balances(draft)
 
     # ------------------------------------------------------------------ connections
 
@@ -224,6 +252,9 @@ class Realtime:
             after = message.resume.get(view.id, 0)
             for row in await self.contacts.history(caller, view.id, after_seq=after):
                 await self._reply(_row_frame(row))
+            if view.state == "assigned":
+                for draft in await self.trading.drafts(caller, view.id):
+                    await self._reply(_card_frame(draft))
 
     async def _start(self, caller: Caller, message: p.ClientMessage) -> None:
         assert isinstance(message, p.ContactStart)
@@ -256,6 +287,7 @@ class Realtime:
         view = await self.contacts.close_contact(caller, message.contact_id)
         self._customer_of.pop(view.id, None)
         await self.calls.contact_closed(view)
+        await self._drafts_ended(view, "contact_closed")
         await self._ack(caller, message, contact_id=view.id)
         frame = p.ContactClosed(contact_id=view.id, reason=caller.role.value)  # type: ignore[arg-type]
         await self.hub.send(view.customer_id, frame)
@@ -269,9 +301,11 @@ class Realtime:
             if not message.to_agent_id.isdigit():
                 raise ContactError("not_found", "no such agent")
             to_agent = int(message.to_agent_id)
+        before = await self._view(caller, message.contact_id)
         view = await self.contacts.transfer(
             caller, message.contact_id, to_agent_id=to_agent, to_skill=message.to_skill
         )
+        await self._drafts_ended(before, "transferred")
         await self._ack(caller, message, contact_id=view.id)
         if view.state == "queued":
             self._customer_of[view.id] = view.customer_id
@@ -345,6 +379,82 @@ class Realtime:
             caller, view, message.attempt_id, message.approve, message.reason
         )
         await self._ack(caller, message, contact_id=view.id)
+
+    async def _trade_draft(self, caller: Caller, message: p.ClientMessage) -> None:
+        assert isinstance(message, p.TradeDraftRequest)
+        view = await self._assigned_view(caller, message.contact_id)
+        draft = await self._trading(self.trading.draft(caller, view.id, message.operation))
+        await self._ack(caller, message, contact_id=view.id)
+        await self._send_draft(draft)
+
+    async def _trade_withdraw(self, caller: Caller, message: p.ClientMessage) -> None:
+        assert isinstance(message, p.TradeWithdraw)
+        view = await self._assigned_view(caller, message.contact_id)
+        draft = await self._trading(self.trading.withdraw(caller, view.id, message.draft_id))
+        await self._ack(caller, message, contact_id=view.id)
+        await self._send_draft(draft)
+
+    async def _trade_reject(self, caller: Caller, message: p.ClientMessage) -> None:
+        assert isinstance(message, p.TradeReject)
+        view = await self._assigned_view(caller, message.contact_id)
+        draft = await self._trading(
+            self.trading.reject(caller, view.id, message.draft_id, message.reason)
+        )
+        await self._ack(caller, message, contact_id=view.id)
+        await self._send_draft(draft)
+
+    async def _trade_confirm(self, caller: Caller, message: p.ClientMessage) -> None:
+        assert isinstance(message, p.TradeConfirm)
+        view = await self._assigned_view(caller, message.contact_id)
+        draft = await self._trading(
+            self.trading.confirm(caller, view.id, message.draft_id, message.card_hash)
+        )
+        await self._ack(caller, message, contact_id=view.id)
+        await self._send_draft(draft)
+        await self._send_balances(draft)
+
+    async def _trading(self, call: Awaitable[DraftView]) -> DraftView:
+        """Run a trading call; a refusal reaches both parties (the draft as it now stands)
+        and the sender as a ``refused`` error naming the rule."""
+        try:
+            return await call
+        except TradeRefused as exc:
+            if exc.draft is not None:
+                await self._send_draft(exc.draft)
+            raise p.ProtocolError(p.ErrorCode.REFUSED, exc.message, reason=exc.reason) from None
+        except OperationError as exc:
+            if exc.reason == "not_found":
+                raise p.ProtocolError(p.ErrorCode.NOT_FOUND, exc.message) from None
+            raise p.ProtocolError(p.ErrorCode.REFUSED, exc.message, reason=exc.reason) from None
+
+    async def _send_draft(self, draft: DraftView) -> None:
+        frame = _card_frame(draft)
+        await self.hub.send(draft.customer_id, frame)
+        await self.hub.send(draft.agent_id, frame)
+
+    async def _send_balances(self, draft: DraftView) -> None:
+        if draft.state != "executed":
+            return
+        customer = Caller(draft.customer_id, Role.CUSTOMER)
+        accounts = await self.trading.accounts(customer)
+        frame = p.AccountsBalances(
+            contact_id=draft.contact_id,
+            accounts=[
+                p.AccountBalance(
+                    number=a.number,
+                    name=a.name,
+                    currency=a.currency,
+                    balance_minor=a.balance_minor or 0,
+                )
+                for a in accounts
+            ],
+        )
+        await self.hub.send(draft.customer_id, frame)
+        await self.hub.send(draft.agent_id, frame)
+
+    async def _drafts_ended(self, view: ContactView, reason: str) -> None:
+        for draft in await self.trading.contact_ended(view.id, reason):
+            await self._send_draft(draft)
 
     async def _video_unexpected(self, caller: Caller, message: p.ClientMessage) -> None:
         raise p.ProtocolError(
@@ -463,6 +573,21 @@ def _chat_frame(
         text=text,
         client_id=client_id,
         ts=aware,
+    )
+
+
+def _card_frame(draft: DraftView) -> p.TradeCard:
+    return p.TradeCard(
+        contact_id=draft.contact_id,
+        draft_id=draft.id,
+        kind=draft.kind,
+        state=draft.state,  # type: ignore[arg-type]
+        step_up=draft.step_up,
+        expires_at=draft.expires_at,
+        cards={lang: p.Card.model_validate(card) for lang, card in draft.cards.items()},  # type: ignore[misc]
+        hashes=dict(draft.hashes),  # type: ignore[arg-type]
+        reason=draft.reason,
+        reference=draft.reference,
     )
 
 

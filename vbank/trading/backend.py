@@ -51,6 +51,11 @@ def check_key(key: str) -> str:
 class TradingBackend(Protocol):
     """Executes operations exactly once per idempotency key."""
 
+    #: True when ``execute`` writes the ``transaction.executed`` audit event itself, in
+    #: the same transaction as the money movement (the built-in ledger); otherwise the
+    #: trading service records it when the backend reports the execution.
+    audits_executions: bool
+
     async def execute(
         self,
         op: Operation,
@@ -59,6 +64,7 @@ class TradingBackend(Protocol):
         customer_id: int,
         card_hash: str = "",
         actor_id: int | None = None,
+        session_ref: str | None = None,
     ) -> Execution:
         """Execute (or return the earlier outcome of) ``idempotency_key``; raises
         :class:`OperationError` when the operation is refused."""
@@ -66,4 +72,8 @@ class TradingBackend(Protocol):
 
     async def status(self, idempotency_key: str) -> Execution | None:
         """The outcome of a key, or None when the backend never executed it."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections (at shutdown)."""
         ...

@@ -53,6 +53,8 @@ def _parse(data: Any, key: str) -> Execution:
 class HttpBackend:
     """:class:`~vbank.trading.backend.TradingBackend` for a core system reached over HTTP."""
 
+    audits_executions = False
+
     def __init__(
         self,
         base_url: str,
@@ -88,6 +90,7 @@ class HttpBackend:
         customer_id: int,
         card_hash: str = "",
         actor_id: int | None = None,
+        session_ref: str | None = None,
     ) -> Execution:
         key = check_key(idempotency_key)
         body = {

@@ -79,11 +79,16 @@ async def accounts_of(session: AsyncSession, customer_id: int) -> list[AccountVi
 class LedgerBackend:
     """:class:`~vbank.trading.backend.TradingBackend` on our database."""
 
+    audits_executions = True
+
     def __init__(
         self, db: Database, *, default_daily_limit_minor: int = DEFAULT_DAILY_LIMIT_MINOR
     ) -> None:
         self.db = db
         self.default_daily_limit_minor = default_daily_limit_minor
+
+    async def close(self) -> None:
+        """Nothing to release: the ledger uses the service's database."""
 
     async def status(self, idempotency_key: str) -> Execution | None:
         async with self.db.transaction() as session:
@@ -104,6 +109,7 @@ class LedgerBackend:
         customer_id: int,
         card_hash: str = "",
         actor_id: int | None = None,
+        session_ref: str | None = None,
     ) -> Execution:
         check_key(idempotency_key)
         fingerprint = operation_fingerprint(op, customer_id)
@@ -111,7 +117,14 @@ class LedgerBackend:
             try:
                 async with self.db.transaction() as session:
                     return await self._execute(
-                        session, op, idempotency_key, fingerprint, customer_id, card_hash, actor_id
+                        session,
+                        op,
+                        idempotency_key,
+                        fingerprint,
+                        customer_id,
+                        card_hash,
+                        actor_id,
+                        session_ref,
                     )
             except IntegrityError:
                 # the same key committed concurrently elsewhere: its result is ours
@@ -160,6 +173,7 @@ class LedgerBackend:
         customer_id: int,
         card_hash: str,
         actor_id: int | None,
+        session_ref: str | None,
     ) -> Execution:
         customer = await session.scalar(
             select(User.id).where(User.id == customer_id, User.role == "customer").with_for_update()
@@ -288,6 +302,7 @@ class LedgerBackend:
                 "accounts": [acc.id for acc, _ in legs],
             },
             actor=Actor(actor_id, "agent" if actor_id is not None else None),
+            session_ref=session_ref,
         )
         await session.flush()
         logger.info("ledger executed %s as L%s", op.kind, journal.id)

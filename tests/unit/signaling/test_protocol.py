@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from signaling import protocol as p
 from signaling.protocol import ErrorCode, ProtocolError, parse_client_message
+from vbank.trading.operations import LANGS, AccountView, card_hash, parse_operation, render
 
 # Smallest description validate_sdp accepts (full browser/aiortc SDPs: test_sdp.py).
 CHROME_OFFER = "\r\n".join(
@@ -56,6 +57,13 @@ VALID: dict[str, dict[str, Any]] = {
     "verify.capture_document": {"contact_id": "c-1"},
     "verify.cancel": {"contact_id": "c-1"},
     "verify.decide": {"contact_id": "c-1", "attempt_id": "a1", "approve": False, "reason": "no"},
+    "trade.draft": {
+        "contact_id": "c-1",
+        "operation": {"kind": "own_transfer", "amount_minor": 100, "currency": "CNY"},
+    },
+    "trade.withdraw": {"contact_id": "c-1", "draft_id": "d1"},
+    "trade.confirm": {"contact_id": "c-1", "draft_id": "d1", "card_hash": "ab" * 32},
+    "trade.reject": {"contact_id": "c-1", "draft_id": "d1", "reason": "not now"},
 }
 
 
@@ -356,6 +364,18 @@ def test_arbitrary_fields_only_ever_raise_protocol_error(
 # ------------------------------------------------------------------ server messages
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+_ACCOUNTS = [AccountView(1, "VB000000001001", "current", "CNY")]
+_PAYEE = parse_operation(
+    {
+        "kind": "payee_transfer",
+        "from_account": "VB000000001001",
+        "payee_name": "王小明",
+        "payee_account": "VB000000009999",
+        "amount_minor": 123_456,
+        "currency": "CNY",
+    }
+)
+_CARDS = {lang: render(_PAYEE, _ACCOUNTS, lang) for lang in LANGS}  # real rendered cards
 SERVER_EXAMPLES: list[p.ServerMessage] = [
     p.Welcome(user_id="u1", role="customer"),
     p.Ack(id="m42", seq=8, contact_id="c1"),
@@ -393,6 +413,21 @@ SERVER_EXAMPLES: list[p.ServerMessage] = [
         liveness_passed=True,
     ),
     p.VerifyOutcome(contact_id="c1", attempt_id="a1", outcome="verified", at=NOW),
+    p.TradeCard(
+        contact_id="c1",
+        draft_id="d1",
+        kind="payee_transfer",
+        state="pending",
+        step_up=True,
+        expires_at=NOW,
+        cards={lang: p.Card.model_validate(card) for lang, card in _CARDS.items()},
+        hashes={lang: card_hash(card) for lang, card in _CARDS.items()},
+        reason="step_up_required",
+    ),
+    p.AccountsBalances(
+        contact_id="c1",
+        accounts=[p.AccountBalance(number="VB1", name="current", currency="CNY", balance_minor=5)],
+    ),
 ]
 
 
@@ -423,6 +458,7 @@ def test_protocol_error_to_message() -> None:
         "code": "forbidden",
         "message": ("no" * 200)[:200],
         "ref_id": "m1",
+        "reason": None,
     }
 
 
@@ -438,5 +474,6 @@ def test_error_codes_are_the_documented_set() -> None:
         "rate_limited",
         "out_of_order",
         "bad_sdp",
+        "refused",
         "internal",
     }
