@@ -18,7 +18,7 @@ from vbank.contact.service import ContactService
 from vbank.context import SERVICES, Services
 from vbank.db import Database
 from vbank.evidence import EvidenceStore
-from vbank.http import auditor_views, auth_views, health, ice, verify_views, ws
+from vbank.http import auditor_views, auth_views, health, ice, trading_views, verify_views, ws
 from vbank.http.access import RouteTable
 from vbank.http.ice import ice_config
 from vbank.http.middleware import auth_middleware, error_middleware, security_headers_middleware
@@ -37,6 +37,7 @@ ROUTE_TABLES = (
     ice.routes,
     verify_views.routes,
     auditor_views.routes,
+    trading_views.routes,
 )
 
 
