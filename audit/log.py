@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from audit.models import AuditEvent, AuditHead
 
@@ -135,25 +137,14 @@ class NewEvent:
     ts_us: int | None = None
 
 
-async def append_many(session: AsyncSession, events: Sequence[NewEvent]) -> list[AuditEvent]:
-    """Append events in order inside the caller's transaction, with one head lock, one
-    multi-row insert and one head update however many there are (events that arrive
-    together cost one round trip, not one each)."""
-    if not events:
-        return []
-    bodies = []
+def _chain(seq: int, prev: str, events: Sequence[NewEvent]) -> list[AuditEvent]:
+    """Rows for ``events`` after the head (seq, hash): encoded, size-checked and linked."""
+    now = time.time_ns() // 1000
+    rows: list[AuditEvent] = []
     for ev in events:
         body = canonical_json(dict(ev.payload))
         if len(body.encode()) > MAX_PAYLOAD_BYTES:
             raise ValueError(f"audit payload of {ev.type} exceeds {MAX_PAYLOAD_BYTES} bytes")
-        bodies.append(body)
-    head = (
-        await session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())
-    ).scalar_one()
-    now = time.time_ns() // 1000
-    seq, prev = head.seq, head.hash
-    rows: list[AuditEvent] = []
-    for ev, body in zip(events, bodies, strict=True):
         seq += 1
         row = AuditEvent(
             seq=seq,
@@ -167,27 +158,71 @@ async def append_many(session: AsyncSession, events: Sequence[NewEvent]) -> list
         )
         row.hash = prev = link_hash(prev, row_bytes(row))
         rows.append(row)
-    await session.execute(
-        insert(AuditEvent),
-        [{c: getattr(r, c) for c in _COLUMNS} for r in rows],
-    )
-    await session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=prev))
-    head.seq, head.hash = seq, prev  # keep the identity map in step with the row
-    if _listeners:
-        for row in rows:
-            for listener in _listeners.get(row.type, ()):
-                await listener(session, row)
     return rows
 
 
-Listener = Callable[[AsyncSession, AuditEvent], Awaitable[None]]
+_HEAD = select(AuditHead).where(AuditHead.id == 1).with_for_update()
+
+
+def _values(rows: Sequence[AuditEvent]) -> list[dict[str, Any]]:
+    return [{c: getattr(r, c) for c in _COLUMNS} for r in rows]
+
+
+def _head_update(rows: Sequence[AuditEvent]) -> Any:
+    return update(AuditHead).where(AuditHead.id == 1).values(seq=rows[-1].seq, hash=rows[-1].hash)
+
+
+async def append_many(session: AsyncSession, events: Sequence[NewEvent]) -> list[AuditEvent]:
+    """Append events in order inside the caller's transaction, with one head lock, one
+    multi-row insert and one head update however many there are (events that arrive
+    together cost one round trip, not one each)."""
+    if not events:
+        return []
+    head = (await session.execute(_HEAD)).scalar_one()
+    rows = _chain(head.seq, head.hash, events)
+    await session.execute(insert(AuditEvent), _values(rows))
+    await session.execute(_head_update(rows))
+    head.seq, head.hash = rows[-1].seq, rows[-1].hash  # keep the identity map in step
+    for row in rows:
+        for listener in _listeners.get(row.type, ()):
+            if inspect.iscoroutinefunction(listener):
+                await cast(AsyncListener, listener)(session, row)
+            else:
+                await session.run_sync(cast(SyncListener, listener), row)
+    return rows
+
+
+def append_many_sync(session: Session, events: Sequence[NewEvent]) -> list[AuditEvent]:
+    """:func:`append_many` on a blocking session (the group-commit writer's thread)."""
+    if not events:
+        return []
+    head = session.execute(_HEAD).scalar_one()
+    rows = _chain(head.seq, head.hash, events)
+    session.execute(insert(AuditEvent), _values(rows))
+    session.execute(_head_update(rows))
+    head.seq, head.hash = rows[-1].seq, rows[-1].hash
+    for row in rows:
+        for listener in _listeners.get(row.type, ()):
+            if inspect.iscoroutinefunction(listener):
+                raise RuntimeError(f"{row.type} has an async listener: append it asynchronously")
+            cast(SyncListener, listener)(session, row)
+    return rows
+
+
+SyncListener = Callable[[Session, AuditEvent], None]
+AsyncListener = Callable[[AsyncSession, AuditEvent], Awaitable[None]]
+Listener = SyncListener | AsyncListener
 _listeners: dict[str, list[Listener]] = {}
 
 
 def subscribe(types: Iterable[str], listener: Listener) -> None:
     """Call ``listener(session, event)`` for every appended event of these types, inside
     the appending transaction: whatever it writes (a webhook outbox row, a survey) commits
-    or rolls back with the event.  Subscribing the same listener twice has no effect."""
+    or rolls back with the event.  Subscribing the same listener twice has no effect.
+
+    Prefer a plain function of a blocking :class:`~sqlalchemy.orm.Session`: it runs for
+    events appended from async code (through ``run_sync``) and from the group-commit
+    writer alike; a coroutine listener only works for events appended asynchronously."""
     for type_ in types:
         bucket = _listeners.setdefault(type_, [])
         if listener not in bucket:

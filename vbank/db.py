@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import URL, make_url
@@ -23,6 +24,9 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+
+if TYPE_CHECKING:
+    from vbank.writer import GroupWriter
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +63,16 @@ def async_url(url: str) -> URL:
     if u.get_backend_name() == "postgresql":
         return u.set(drivername="postgresql+psycopg")
     raise ValueError(f"unsupported database backend {u.get_backend_name()!r}")
+
+
+def utc(ts: datetime) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite hands back naive ones; everything
+    we store is UTC)."""
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def utc_or_none(ts: datetime | None) -> datetime | None:
+    return None if ts is None else utc(ts)
 
 
 def is_sqlite(url: str) -> bool:
@@ -100,6 +114,16 @@ class Database:
         if self.is_sqlite:
             configure_sqlite(self.engine.sync_engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._writer: GroupWriter | None = None
+
+    @property
+    def writer(self) -> GroupWriter:
+        """The group-commit writer (a blocking connection in its own thread), on first use."""
+        if self._writer is None:
+            from vbank.writer import GroupWriter
+
+            self._writer = GroupWriter(sync_url(self.url), sqlite=self.is_sqlite)
+        return self._writer
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -112,6 +136,9 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
         await self.engine.dispose()
 
     async def __aenter__(self) -> Database:

@@ -14,7 +14,7 @@ import contextlib
 import contextvars
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC
+from datetime import datetime
 
 from signaling import protocol as p
 from signaling.hub import Connection, Hub
@@ -22,6 +22,7 @@ from vbank.calls import Calls
 from vbank.contact.chat import PostResult
 from vbank.contact.models import ChatMessage as StoredMessage
 from vbank.contact.service import Caller, ContactError, ContactService, ContactView
+from vbank.db import utc
 from vbank.roles import Role
 from vbank.trading.operations import OperationError
 from vbank.trading.service import DraftView, TradeRefused, TradingService
@@ -562,17 +563,14 @@ def _row_frame(row: StoredMessage) -> p.ChatMessage:
 def _chat_frame(
     contact_id: str, seq: int, sender_role: str, text: str, client_id: str | None, ts: object
 ) -> p.ChatMessage:
-    from datetime import datetime
-
     assert isinstance(ts, datetime)
-    aware = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
     return p.ChatMessage(
         contact_id=contact_id,
         seq=seq,
         sender=sender_role,  # type: ignore[arg-type]
         text=text,
         client_id=client_id,
-        ts=aware,
+        ts=utc(ts),
     )
 
 

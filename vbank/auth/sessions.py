@@ -6,12 +6,13 @@ import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vbank.auth.users import now
+from vbank.db import utc as _aware
 from vbank.models import AuthSession, User
 from vbank.roles import Role
 
@@ -59,11 +60,6 @@ async def open_session(session: AsyncSession, user: User, ttl_s: int) -> tuple[s
     return token, Principal(
         user.id, user.username, user.display_name, Role(user.role), csrf, row.token_hash
     )
-
-
-def _aware(ts: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    return ts if ts.tzinfo else ts.replace(tzinfo=now().tzinfo)
 
 
 async def load_session(session: AsyncSession, token: str) -> Principal | None:

@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from vbank.auth.sessions import _aware
 from vbank.auth.users import now
+from vbank.db import utc as _aware
 from vbank.models import SigninThrottle
 
 logger = logging.getLogger(__name__)

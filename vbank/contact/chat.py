@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from audit.log import Actor, NewEvent, append_many
 from vbank.contact.models import ChatMessage, Contact
 from vbank.db import Database
+from vbank.db import utc as _aware
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +67,6 @@ class _Pending:
     client_id: str | None
     text: str
     future: asyncio.Future[PostResult]
-
-
-def _aware(ts: datetime) -> datetime:
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 async def store_batch(

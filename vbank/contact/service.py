@@ -24,6 +24,7 @@ from vbank.contact.chat import ChatWriter, PostRefused, PostResult
 from vbank.contact.models import ChatMessage, Contact, ContactRead
 from vbank.contact.routing import Assignment, Requeue, Router, RoutingError, RoutingErrorCode
 from vbank.db import Database
+from vbank.db import utc_or_none as _utc
 from vbank.models import AgentProfile, User
 from vbank.roles import Role
 
@@ -63,12 +64,6 @@ class ContactView:
     state: str
     last_seq: int
     unread: int = 0
-
-
-def _utc(ts: datetime | None) -> datetime | None:
-    if ts is None:
-        return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def _view(c: Contact, unread: int = 0) -> ContactView:

@@ -40,6 +40,7 @@ from audit.models import AuditEvent
 from vbank.calls import CONSENT_TEXT, CONSENT_TEXT_SHA256
 from vbank.contact.models import ChatMessage, Contact
 from vbank.context import SERVICES
+from vbank.db import utc_or_none as _utc
 from vbank.evidence import EvidenceNotFound, keyring_from_settings
 from vbank.http.access import RouteTable, roles
 from vbank.http.middleware import CSP, principal_of
@@ -83,13 +84,6 @@ EXPORT_UNAVAILABLE: Final = (
 
 def _actor(request: web.Request) -> Actor:
     return Actor(principal_of(request).user_id, Role.AUDITOR.value)
-
-
-def _utc(ts: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything we store is UTC."""
-    if ts is None:
-        return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def _iso(ts: datetime | None) -> str | None:

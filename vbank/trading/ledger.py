@@ -1,11 +1,12 @@
 """The built-in double-entry ledger on our own database (the embedded default backend).
 
-One transaction per execution: lock the customer row (serialises their daily limit),
-look the key up again under that lock, lock the account rows in id order (no deadlock
-between transfers touching the same accounts), check funds/limits/currency, write the
-journal row, two entries summing to zero, the new balances and the audit event.  On
-SQLite ``BEGIN IMMEDIATE`` already serialises writers; on PostgreSQL ``FOR UPDATE``
-does, and a unique idempotency key settles the rare race of one key on two servers.
+Each execution is one unit of the group-commit writer (:mod:`vbank.writer`): lock the
+customer row (serialises their daily limit), look the key up again under that lock, lock
+the account rows in id order (no deadlock between transfers touching the same accounts),
+check funds/limits/currency, write the journal row, two entries summing to zero, the new
+balances and the audit event.  On SQLite ``BEGIN IMMEDIATE`` already serialises writers;
+on PostgreSQL ``FOR UPDATE`` does, and a unique idempotency key settles the rare race of
+one key on two servers.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
-from audit.log import Actor, append
-from vbank.db import Database
+from audit.log import Actor, NewEvent
+from vbank.db import Database, utc
 from vbank.models import BankAccount, User
 from vbank.trading.backend import Execution, check_key
 from vbank.trading.models import LedgerEntry, LedgerJournal, TransferLimit
@@ -35,12 +38,11 @@ from vbank.trading.operations import (
     check,
     operation_fingerprint,
 )
+from vbank.writer import defer_audit
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_DAILY_LIMIT_MINOR = 5_000_000  # 50,000.00 in a two-decimal currency
-RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
-MAX_ATTEMPTS = 5
 
 
 def _view(acc: BankAccount) -> AccountView:
@@ -55,29 +57,30 @@ def _execution(row: LedgerJournal, *, replayed: bool = False) -> Execution:
         reference=f"L{row.id}",
         amount_minor=row.amount_minor,
         currency=row.currency,
-        # SQLite hands datetimes back naive; they were written in UTC
-        executed_at=row.created_at.replace(tzinfo=UTC)
-        if row.created_at.tzinfo is None
-        else row.created_at,
+        executed_at=utc(row.created_at),
         replayed=replayed,
     )
 
 
-def _sqlstate(exc: DBAPIError) -> str:
-    orig = exc.orig
-    return str(getattr(orig, "sqlstate", "") or getattr(orig, "pgcode", "") or "")
+def _accounts_query(customer_id: int) -> Any:
+    return select(BankAccount).where(BankAccount.owner_id == customer_id).order_by(BankAccount.id)
 
 
 async def accounts_of(session: AsyncSession, customer_id: int) -> list[AccountView]:
     """The customer's accounts with balances (what validation and cards are built from)."""
-    rows = await session.scalars(
-        select(BankAccount).where(BankAccount.owner_id == customer_id).order_by(BankAccount.id)
-    )
-    return [_view(a) for a in rows]
+    return [_view(a) for a in await session.scalars(_accounts_query(customer_id))]
+
+
+def accounts_of_sync(session: Session, customer_id: int) -> list[AccountView]:
+    """:func:`accounts_of` inside a group-commit writer unit."""
+    return [_view(a) for a in session.scalars(_accounts_query(customer_id))]
 
 
 class LedgerBackend:
-    """:class:`~vbank.trading.backend.TradingBackend` on our database."""
+    """:class:`~vbank.trading.backend.TradingBackend` on our database.
+
+    Executions run as units of the database's group-commit writer: transfers that arrive
+    together share one transaction and one commit (see :mod:`vbank.writer`)."""
 
     audits_executions = True
 
@@ -91,15 +94,16 @@ class LedgerBackend:
         """Nothing to release: the ledger uses the service's database."""
 
     async def status(self, idempotency_key: str) -> Execution | None:
-        async with self.db.transaction() as session:
+        async with self.db.sessions() as session:
             row = await session.scalar(
                 select(LedgerJournal).where(LedgerJournal.idempotency_key == idempotency_key)
             )
             return _execution(row, replayed=True) if row else None
 
     async def daily_limit(self, customer_id: int, currency: str) -> int:
-        async with self.db.transaction() as session:
-            return await self._limit(session, customer_id, currency)
+        async with self.db.sessions() as session:
+            limit = await session.scalar(_limit_query(customer_id, currency))
+            return self.default_daily_limit_minor if limit is None else limit
 
     async def execute(
         self,
@@ -113,128 +117,85 @@ class LedgerBackend:
     ) -> Execution:
         check_key(idempotency_key)
         fingerprint = operation_fingerprint(op, customer_id)
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                async with self.db.transaction() as session:
-                    return await self._execute(
-                        session,
-                        op,
-                        idempotency_key,
-                        fingerprint,
-                        customer_id,
-                        card_hash,
-                        actor_id,
-                        session_ref,
-                    )
-            except IntegrityError:
-                # the same key committed concurrently elsewhere: its result is ours
-                done = await self.status(idempotency_key)
-                if done is None:
-                    raise
-                return self._same_operation(done, fingerprint, await self._fingerprint(done))
-            except DBAPIError as exc:
-                if _sqlstate(exc) not in RETRYABLE_SQLSTATES or attempt == MAX_ATTEMPTS:
-                    raise
-                logger.info("ledger transaction retried after %s", _sqlstate(exc))
-        raise AssertionError("unreachable")
-
-    async def _fingerprint(self, done: Execution) -> str:
-        async with self.db.transaction() as session:
-            fp = await session.scalar(
-                select(LedgerJournal.fingerprint).where(
-                    LedgerJournal.idempotency_key == done.idempotency_key
+        try:
+            return await self.db.writer.run(
+                lambda session: self.post(
+                    session,
+                    op,
+                    idempotency_key,
+                    customer_id=customer_id,
+                    card_hash=card_hash,
+                    actor_id=actor_id,
+                    session_ref=session_ref,
+                    fingerprint=fingerprint,
                 )
             )
-            return fp or ""
+        except IntegrityError:
+            # the same key committed concurrently by another server: its result is ours
+            async with self.db.sessions() as session:
+                done = await session.scalar(
+                    select(LedgerJournal).where(LedgerJournal.idempotency_key == idempotency_key)
+                )
+            if done is None:
+                raise
+            return _same_operation(_execution(done, replayed=True), fingerprint, done.fingerprint)
 
-    @staticmethod
-    def _same_operation(done: Execution, fingerprint: str, stored: str) -> Execution:
-        if stored != fingerprint:
-            raise OperationError(
-                "idempotency_key_reused",
-                "this idempotency key was already used for a different operation",
-            )
-        return done
-
-    async def _limit(self, session: AsyncSession, customer_id: int, currency: str) -> int:
-        limit = await session.scalar(
-            select(TransferLimit.daily_limit_minor).where(
-                TransferLimit.customer_id == customer_id, TransferLimit.currency == currency
-            )
-        )
-        return self.default_daily_limit_minor if limit is None else limit
-
-    async def _execute(
+    def post(
         self,
-        session: AsyncSession,
+        session: Session,
         op: Operation,
         key: str,
-        fingerprint: str,
+        *,
         customer_id: int,
-        card_hash: str,
-        actor_id: int | None,
-        session_ref: str | None,
+        card_hash: str = "",
+        actor_id: int | None = None,
+        session_ref: str | None = None,
+        fingerprint: str | None = None,
     ) -> Execution:
-        customer = await session.scalar(
+        """Execute ``op`` inside the caller's (writer) transaction; raises
+        :class:`OperationError` when refused, before writing anything."""
+        fingerprint = fingerprint or operation_fingerprint(op, customer_id)
+        customer = session.scalar(
             select(User.id).where(User.id == customer_id, User.role == "customer").with_for_update()
         )
         if customer is None:
             raise OperationError("unknown_customer", "no such customer")
-        done = await session.scalar(
-            select(LedgerJournal).where(LedgerJournal.idempotency_key == key)
-        )
+        done = session.scalar(select(LedgerJournal).where(LedgerJournal.idempotency_key == key))
         if done is not None:
-            return self._same_operation(
-                _execution(done, replayed=True), fingerprint, done.fingerprint
-            )
+            return _same_operation(_execution(done, replayed=True), fingerprint, done.fingerprint)
 
-        own = list(
-            await session.scalars(select(BankAccount).where(BankAccount.owner_id == customer_id))
-        )
-        numbers = {a.number: a.id for a in own}
-        ids: set[int] = set()
-        payee: BankAccount | None = None
-        if not isinstance(op, LimitChange):
-            if op.from_account in numbers:
-                ids.add(numbers[op.from_account])
-            if isinstance(op, OwnTransfer) and op.to_account in numbers:
-                ids.add(numbers[op.to_account])
+        # the customer's accounts (and the payee's), locked in id order: no deadlocks
+        wanted = BankAccount.owner_id == customer_id
         if isinstance(op, PayeeTransfer):
-            payee_id = await session.scalar(
-                select(BankAccount.id).where(BankAccount.number == op.payee_account)
-            )
-            if payee_id is None:
-                raise OperationError(
-                    "unknown_payee_account", "the payee account does not exist in this bank"
-                )
-            ids.add(payee_id)
-        locked = {
-            a.id: a
-            for a in await session.scalars(
-                select(BankAccount)
-                .where(BankAccount.id.in_(sorted(ids)))
-                .order_by(BankAccount.id)
-                .with_for_update()
-                .execution_options(populate_existing=True)
-            )
-        }
-        check(op, [_view(a) for a in own])  # balances of ``own`` are fresh where locked
+            wanted = or_(wanted, BankAccount.number == op.payee_account)
+        rows = session.scalars(
+            select(BankAccount)
+            .where(wanted)
+            .order_by(BankAccount.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).all()
+        own = [a for a in rows if a.owner_id == customer_id]
+        check(op, [_view(a) for a in own])
+        by_number = {a.number: a for a in rows}
 
         now = datetime.now(UTC)
         day = now.date().isoformat()
-        if isinstance(op, LimitChange):
-            amount = op.new_daily_limit_minor
-        else:
-            amount = op.amount_minor
+        amount = op.new_daily_limit_minor if isinstance(op, LimitChange) else op.amount_minor
+        payee: BankAccount | None = None
         if isinstance(op, PayeeTransfer):
-            payee = next(a for a in locked.values() if a.number == op.payee_account)
+            payee = by_number.get(op.payee_account)
+            if payee is None:
+                raise OperationError(
+                    "unknown_payee_account", "the payee account does not exist in this bank"
+                )
             if payee.currency != op.currency:
                 raise OperationError(
                     "currency_mismatch",
                     f"the payee account holds {payee.currency}, the operation is in "
                     f"{op.currency}; only same-currency operations are supported",
                 )
-            spent = await session.scalar(
+            spent = session.scalar(
                 select(func.coalesce(func.sum(LedgerJournal.amount_minor), 0)).where(
                     LedgerJournal.customer_id == customer_id,
                     LedgerJournal.day == day,
@@ -242,7 +203,8 @@ class LedgerBackend:
                     LedgerJournal.currency == op.currency,
                 )
             )
-            limit = await self._limit(session, customer_id, op.currency)
+            stored = session.scalar(_limit_query(customer_id, op.currency))
+            limit = self.default_daily_limit_minor if stored is None else stored
             if int(spent or 0) + amount > limit:
                 raise OperationError(
                     "daily_limit_exceeded",
@@ -262,85 +224,101 @@ class LedgerBackend:
             created_at=now,
         )
         session.add(journal)
-        await session.flush()  # the unique key fails here if another server raced us
+        session.flush()  # the unique key fails here if another server raced us
 
         legs: list[tuple[BankAccount, int]] = []
         if isinstance(op, LimitChange):
-            await self._set_limit(session, customer_id, op, now)
+            _set_limit(session, customer_id, op, now)
         else:
-            src = locked[numbers[op.from_account]]
+            src = by_number[op.from_account]
             if isinstance(op, OwnTransfer):
-                dst = locked[numbers[op.to_account]]
+                dst = by_number[op.to_account]
             elif isinstance(op, PayeeTransfer):
                 assert payee is not None
                 dst = payee
             else:
-                dst = await self._open_deposit(session, customer_id, op, journal.id)
+                dst = _open_deposit(session, customer_id, op, journal.id)
             legs = [(src, -amount), (dst, amount)]
             for acc, delta in legs:
                 acc.balance_minor += delta
-                session.add(
-                    LedgerEntry(
-                        journal_id=journal.id,
-                        account_id=acc.id,
-                        amount_minor=delta,
-                        currency=op.currency,
-                    )
+            session.add_all(
+                LedgerEntry(
+                    journal_id=journal.id,
+                    account_id=acc.id,
+                    amount_minor=delta,
+                    currency=op.currency,
                 )
+                for acc, delta in legs
+            )
             assert sum(d for _, d in legs) == 0
-        await append(
+        session.flush()
+        defer_audit(
             session,
-            "transaction.executed",
-            {
-                "idempotency_key": key,
-                "reference": f"L{journal.id}",
-                "kind": op.kind,
-                "customer_id": customer_id,
-                "amount_minor": amount,
-                "currency": op.currency,
-                "card_hash": card_hash,
-                "accounts": [acc.id for acc, _ in legs],
-            },
-            actor=Actor(actor_id, "agent" if actor_id is not None else None),
-            session_ref=session_ref,
+            NewEvent(
+                "transaction.executed",
+                {
+                    "idempotency_key": key,
+                    "reference": f"L{journal.id}",
+                    "kind": op.kind,
+                    "customer_id": customer_id,
+                    "amount_minor": amount,
+                    "currency": op.currency,
+                    "card_hash": card_hash,
+                    "accounts": [acc.id for acc, _ in legs],
+                },
+                Actor(actor_id, "agent" if actor_id is not None else None),
+                session_ref,
+            ),
         )
-        await session.flush()
         logger.info("ledger executed %s as L%s", op.kind, journal.id)
         return _execution(journal)
 
-    @staticmethod
-    async def _set_limit(
-        session: AsyncSession, customer_id: int, op: LimitChange, now: datetime
-    ) -> None:
-        row = await session.get(TransferLimit, (customer_id, op.currency))
-        if row is None:
-            session.add(
-                TransferLimit(
-                    customer_id=customer_id,
-                    currency=op.currency,
-                    daily_limit_minor=op.new_daily_limit_minor,
-                    updated_at=now,
-                )
-            )
-        else:
-            row.daily_limit_minor = op.new_daily_limit_minor
-            row.updated_at = now
 
-    @staticmethod
-    async def _open_deposit(
-        session: AsyncSession, customer_id: int, op: TermDeposit, journal_id: int
-    ) -> BankAccount:
-        digits = int(hashlib.sha256(f"deposit/{journal_id}".encode()).hexdigest(), 16) % 10**12
-        acc = BankAccount(
-            owner_id=customer_id,
-            number=f"TD{digits:012d}",
-            name=f"deposit-{op.term_months}m-{journal_id}",
-            currency=op.currency,
-            balance_minor=0,
+def _limit_query(customer_id: int, currency: str) -> Any:
+    return select(TransferLimit.daily_limit_minor).where(
+        TransferLimit.customer_id == customer_id, TransferLimit.currency == currency
+    )
+
+
+def _same_operation(done: Execution, fingerprint: str, stored: str) -> Execution:
+    if stored != fingerprint:
+        raise OperationError(
+            "idempotency_key_reused",
+            "this idempotency key was already used for a different operation",
         )
-        session.add(acc)
-        await session.flush()
-        return acc
+    return done
+
+
+def _set_limit(session: Session, customer_id: int, op: LimitChange, now: datetime) -> None:
+    row = session.get(TransferLimit, (customer_id, op.currency))
+    if row is None:
+        session.add(
+            TransferLimit(
+                customer_id=customer_id,
+                currency=op.currency,
+                daily_limit_minor=op.new_daily_limit_minor,
+                updated_at=now,
+            )
+        )
+    else:
+        row.daily_limit_minor = op.new_daily_limit_minor
+        row.updated_at = now
+
+
+def _open_deposit(
+    session: Session, customer_id: int, op: TermDeposit, journal_id: int
+) -> BankAccount:
+    digits = int(hashlib.sha256(f"deposit/{journal_id}".encode()).hexdigest(), 16) % 10**12
+    acc = BankAccount(
+        owner_id=customer_id,
+        number=f"TD{digits:012d}",
+        name=f"deposit-{op.term_months}m-{journal_id}",
+        currency=op.currency,
+        balance_minor=0,
+    )
+    session.add(acc)
+    session.flush()
+    return acc
 
 
 async def total_balance(session: AsyncSession, currency: str) -> int:
