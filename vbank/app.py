@@ -18,17 +18,30 @@ from vbank.contact.service import ContactService
 from vbank.context import SERVICES, Services
 from vbank.db import Database
 from vbank.evidence import EvidenceStore
-from vbank.http import auditor_views, auth_views, health, ice, trading_views, verify_views, ws
+from vbank.http import (
+    auditor_views,
+    auth_views,
+    health,
+    ice,
+    supervisor_views,
+    survey_views,
+    trading_views,
+    verify_views,
+    webhook_views,
+    ws,
+)
 from vbank.http.access import RouteTable
 from vbank.http.ice import ice_config
 from vbank.http.middleware import auth_middleware, error_middleware, security_headers_middleware
 from vbank.realtime import Realtime
 from vbank.trading.service import TradingService
 from vbank.verification import Verifier
+from vbank.webhooks import worker as webhook_worker
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINTER = web.AppKey("audit_checkpointer", Checkpointer)
+WEBHOOK_WORKER = web.AppKey("webhook_worker", webhook_worker.Worker)
 
 ROUTE_TABLES = (
     health.routes,
@@ -37,6 +50,9 @@ ROUTE_TABLES = (
     ice.routes,
     verify_views.routes,
     auditor_views.routes,
+    supervisor_views.routes,
+    survey_views.routes,
+    webhook_views.routes,
     trading_views.routes,
 )
 
@@ -72,9 +88,12 @@ def create_app(settings: Settings, db: Database | None = None) -> web.Applicatio
     app[SERVICES] = services
     app[CHECKPOINTER] = Checkpointer.from_settings(services.db, settings)
     app[ws.SOCKETS] = weakref.WeakSet()
+    if settings.webhook_worker:
+        app[WEBHOOK_WORKER] = webhook_worker.from_settings(services.db, settings)
     table = RouteTable()
     table.extend(ROUTE_TABLES)
     services.access = table.install(app)
+    survey_views.setup(app, services.db, settings)  # surveys + their link scheduler
     app.router.add_static("/static/", settings.web_dir / "static", name="static")
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)
@@ -86,6 +105,8 @@ async def _on_startup(app: web.Application) -> None:
     await app[SERVICES].realtime.start()
     signing.install(app[CHECKPOINTER].keys)
     await app[CHECKPOINTER].start()
+    if WEBHOOK_WORKER in app:
+        await app[WEBHOOK_WORKER].start()
 
 
 async def _on_shutdown(app: web.Application) -> None:
@@ -93,6 +114,8 @@ async def _on_shutdown(app: web.Application) -> None:
     services.shutting_down = True
     await ws.close_all(app)
     await services.realtime.stop()
+    if WEBHOOK_WORKER in app:
+        await app[WEBHOOK_WORKER].stop()  # finishes the requests in flight
     await app[CHECKPOINTER].stop()  # after the last events: a shutdown checkpoint
 
 

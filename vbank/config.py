@@ -45,6 +45,17 @@ def _int(value: str, name: str) -> int:
         raise ConfigError(f"{name} must be an integer, got {value!r}") from None
 
 
+def _zone(value: str, name: str) -> str:
+    """An IANA time zone name that this machine's zone database knows."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{name} must be an IANA time zone such as Asia/Shanghai") from None
+    return value.strip()
+
+
 def _load_or_create_secret(data_dir: Path, name: str = SECRET_FILE, nbytes: int = 48) -> str:
     """Generate a secret once, store it with mode 0600, and reuse it afterwards."""
     path = data_dir / name
@@ -141,6 +152,18 @@ class Settings:
     trade_draft_ttl_s: float = 300.0
     verification_max_age_s: float = 900.0
     step_up_limit_minor: int = 1_000_000
+    stats_max_days: int = 92  # longest period the supervisor statistics cover
+    stats_timezone: str = "UTC"  # IANA zone whose calendar days the statistics count
+    survey_fatigue_days: int = 30  # at most one survey per customer in this many days (0: no cap)
+    survey_delay_s: float = 600.0  # a survey not answered on the page gets its link after this
+    survey_link_days: int = 7
+    followup_csat_max: int = 2  # CSAT at or below this opens a follow-up call task
+    followup_due_h: int = 24
+    webhook_worker: bool = True  # deliver webhooks from this process
+    webhook_timeout_s: float = 10.0
+    webhook_backoff_scale: float = 1.0  # shrinks the retry schedule (tests, benchmarks)
+    webhook_max_attempts: int = 8
+    webhook_poll_s: float = 2.0  # how often to look for rows other processes enqueued
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -209,7 +232,28 @@ class Settings:
             witness_file=Path(witness_file).expanduser() if witness_file else None,
             witness_url=e.get("VBANK_WITNESS_URL", "").strip(),
             retention_years=retention_years,
-            **_trading(e),
+            stats_max_days=_int(e.get("VBANK_STATS_MAX_DAYS", "92"), "VBANK_STATS_MAX_DAYS"),
+            stats_timezone=_zone(e.get("VBANK_STATS_TZ", "UTC"), "VBANK_STATS_TZ"),
+            survey_fatigue_days=_int(
+                e.get("VBANK_SURVEY_FATIGUE_DAYS", "30"), "VBANK_SURVEY_FATIGUE_DAYS"
+            ),
+            survey_delay_s=float(
+                _int(e.get("VBANK_SURVEY_DELAY_S", "600"), "VBANK_SURVEY_DELAY_S")
+            ),
+            survey_link_days=_int(e.get("VBANK_SURVEY_LINK_DAYS", "7"), "VBANK_SURVEY_LINK_DAYS"),
+            followup_csat_max=_int(
+                e.get("VBANK_FOLLOWUP_CSAT_MAX", "2"), "VBANK_FOLLOWUP_CSAT_MAX"
+            ),
+            followup_due_h=_int(e.get("VBANK_FOLLOWUP_DUE_H", "24"), "VBANK_FOLLOWUP_DUE_H"),
+            webhook_worker=_bool(e.get("VBANK_WEBHOOK_WORKER", "true"), "VBANK_WEBHOOK_WORKER"),
+            webhook_timeout_s=float(
+                _int(e.get("VBANK_WEBHOOK_TIMEOUT_S", "10"), "VBANK_WEBHOOK_TIMEOUT_S")
+            ),
+            webhook_backoff_scale=float(e.get("VBANK_WEBHOOK_BACKOFF_SCALE", "1")),
+            webhook_max_attempts=max(
+                1, _int(e.get("VBANK_WEBHOOK_MAX_ATTEMPTS", "8"), "VBANK_WEBHOOK_MAX_ATTEMPTS")
+            ),
+            webhook_poll_s=float(_int(e.get("VBANK_WEBHOOK_POLL_S", "2"), "VBANK_WEBHOOK_POLL_S")),
         )
 
 

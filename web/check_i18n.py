@@ -31,7 +31,20 @@ HTML_ATTRIBUTES = frozenset(
 # `video.state.${role}.${state}`...), which no literal in the source reveals. The API
 # contract and the websocket protocol (signaling/protocol.py) fix these values.
 ROLES = ("customer", "agent", "auditor", "supervisor")
-PROBLEM_CODES = ("invalid_credentials", "throttled", "invalid_request")
+PROBLEM_CODES = (
+    "invalid_credentials",
+    "throttled",
+    "invalid_request",
+    # surveys and follow-up tasks (vbank/http/survey_views.py)
+    "already_answered",
+    "already_claimed",
+    "already_closed",
+    "expired",
+    "invalid_link",
+    "link_expired",
+    "not_claimed",
+    "not_yours",
+)
 SKILLS = ("accounts", "cards", "wealth", "loans", "general")
 # protocol ErrorCode values, plus the client's own offline / timeout / disconnected
 REALTIME_ERROR_CODES = (
@@ -45,6 +58,7 @@ REALTIME_ERROR_CODES = (
     "rate_limited",
     "out_of_order",
     "bad_sdp",
+    "refused",
     "internal",
     "offline",
     "timeout",

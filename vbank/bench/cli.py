@@ -14,6 +14,8 @@ BENCHES: dict[str, str] = {
     "face": "face tracking, encoding and accuracy vs face_recognition's defaults",
     "audit": "durable audit appends, verification and encryption vs raw hashlib/AES-GCM",
     "verify": "signalling round trips during a face verification vs the same call idle",
+    "webhooks": "signed webhook deliveries from the outbox vs bare aiohttp POSTs",
+    "ledger": "confirmed transfers through the trading service vs the bare ledger and SQLite",
 }
 
 
@@ -41,6 +43,13 @@ def add_parser(sub: Any) -> None:
             p.add_argument("--seconds", type=float, default=5.0, help="idle baseline length")
         elif name == "audit":
             p.add_argument("--events", type=int, default=100_000)
+        elif name == "ledger":
+            p.add_argument("--clients", type=int, default=50)
+            p.add_argument("--transfers", type=int, default=2000)
+        elif name == "webhooks":
+            p.add_argument("--events", type=int, default=2000)
+            p.add_argument("--concurrency", type=int, default=32)
+            p.add_argument("--batch", type=int, default=128)
         p.set_defaults(func=run)
 
 

@@ -9,8 +9,10 @@ import audit.models  # noqa: F401  registers the audit tables
 import vbank.contact.models
 import vbank.identity.models
 import vbank.models
+import vbank.surveys.models
 import vbank.trading.drafts
-import vbank.trading.models  # noqa: F401  registers the domain tables
+import vbank.trading.models
+import vbank.webhooks.models  # noqa: F401  registers the webhook tables
 from vbank.db import Base, configure_sqlite, is_sqlite, sync_url
 
 config = context.config

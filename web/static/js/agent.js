@@ -6,6 +6,8 @@ import { realtimeErrorMessage, showNotice } from './errors.js';
 import { SESSION_CACHE_PREFIX } from './chrome.js';
 import { LANGUAGE_CHANGE_EVENT, setText, t } from './i18n.js';
 import { Realtime } from './realtime.js';
+import { mountFollowups } from './followups.js';
+import { mountTradingAgent } from './trading_agent.js';
 import { ready } from './shell.js';
 import { phaseOf, referenceProblem, VerifyStore, VerifyView } from './verify.js';
 import { ACTIVE_STATES, VideoCall } from './video.js';
@@ -67,6 +69,7 @@ let log;
 let video;
 let verifyStore;
 let verifyView;
+let trading = null; // transactions panel (trading_agent.js)
 let prefsKey = 'vbank.agent';
 
 function notice(message, level = 'error') {
@@ -309,6 +312,7 @@ function renderConversation() {
   }
   els.composer.hidden = !selectedOpen;
   els.actions.hidden = !selectedOpen;
+  trading?.show(selected, selectedOpen);
 }
 
 function markRead() {
@@ -616,9 +620,11 @@ function onAssigned(f) {
 
 async function main() {
   const user = await ready;
+  mountFollowups(document.getElementById('followups-slot')); // low-score call-backs
   prefsKey = `vbank.agent.${user.id}`;
   els.agentId.textContent = String(user.id);
   rt = new Realtime({ userId: user.id, bannerEl: $('connection-banner') });
+  trading = mountTradingAgent($('trading-slot'), rt);
   log = new ChatLog(els.log, { selfRole: 'agent', label });
   verifyStore = new VerifyStore({
     storageKey: `${SESSION_CACHE_PREFIX}${user.id}.verify`,

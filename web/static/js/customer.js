@@ -7,6 +7,8 @@ import { realtimeErrorMessage, showNotice } from './errors.js';
 import { setText } from './i18n.js';
 import { randomHex, Realtime } from './realtime.js';
 import { ready } from './shell.js';
+import { showSurvey } from './survey.js';
+import { mountTradingCustomer } from './trading_customer.js';
 import { phaseOf, VerifyStore, VerifyView } from './verify.js';
 import { VideoCall } from './video.js';
 
@@ -48,6 +50,7 @@ let log;
 let video;
 let verifyStore;
 let verifyView;
+let trading = null; // confirmation cards and balances (trading_customer.js)
 let verifyScrolledFor = null;
 /** Contacts for which the customer accepted the current video attempt in this tab. */
 const consented = new Set();
@@ -97,6 +100,7 @@ function render() {
   setText(els.startIntro, state === 'closed' ? { key: 'customer.start.again' } : { key: 'customer.start.intro' });
   els.start.disabled = starting || open || rt.status !== 'open';
   video.bind(open ? contact.id : null, state === 'assigned');
+  trading?.show(contact?.id ?? null);
   renderVerify();
 }
 
@@ -246,6 +250,7 @@ function onVideoState(f) {
 async function main() {
   const user = await ready;
   rt = new Realtime({ userId: user.id, bannerEl: $('connection-banner') });
+  trading = mountTradingCustomer($('trading-slot'), rt);
   log = new ChatLog(els.log, { selfRole: 'customer', label });
   verifyStore = new VerifyStore({
     storageKey: `${SESSION_CACHE_PREFIX}${user.id}.verify`,
@@ -295,7 +300,10 @@ async function main() {
     if (e.contact_id === contact?.id) log.failed(e);
     reportError(e);
   });
-  rt.on('contact.closed', (f) => ended(f.contact_id, f.reason));
+  rt.on('contact.closed', (f) => {
+    ended(f.contact_id, f.reason);
+    void showSurvey(f.contact_id); // the bank's satisfaction survey, if one was offered
+  });
   rt.on('contact.gone', (f) => ended(f.contact_id, 'system'));
   rt.on('presence', (f) => {
     if (f.contact_id !== contact?.id || f.role !== 'agent') return;

@@ -51,7 +51,7 @@ export function clearMessage(el) {
 /** Error codes of the realtime protocol (error frames) plus the client's own failures. */
 export const REALTIME_ERROR_CODES = [
   'bad_json', 'too_large', 'unknown_type', 'invalid_message', 'unsupported_version',
-  'forbidden', 'not_found', 'rate_limited', 'out_of_order', 'bad_sdp', 'internal',
+  'forbidden', 'not_found', 'rate_limited', 'out_of_order', 'bad_sdp', 'refused', 'internal',
   'offline', 'timeout', 'disconnected',
 ];
 
