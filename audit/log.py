@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -137,16 +137,32 @@ class NewEvent:
     ts_us: int | None = None
 
 
-def _chain(seq: int, prev: str, events: Sequence[NewEvent]) -> list[AuditEvent]:
+@dataclass(slots=True)
+class LoggedEvent:
+    """An event as appended (what :func:`append` returns and listeners receive): the
+    stored columns, without an ORM object per event on the hot path."""
+
+    seq: int
+    ts_us: int
+    actor_id: int | None
+    actor_role: str | None
+    session_ref: str | None
+    type: str
+    payload: str
+    prev_hash: str
+    hash: str = ""
+
+
+def _chain(seq: int, prev: str, events: Sequence[NewEvent]) -> list[LoggedEvent]:
     """Rows for ``events`` after the head (seq, hash): encoded, size-checked and linked."""
     now = time.time_ns() // 1000
-    rows: list[AuditEvent] = []
+    rows: list[LoggedEvent] = []
     for ev in events:
         body = canonical_json(dict(ev.payload))
         if len(body.encode()) > MAX_PAYLOAD_BYTES:
             raise ValueError(f"audit payload of {ev.type} exceeds {MAX_PAYLOAD_BYTES} bytes")
         seq += 1
-        row = AuditEvent(
+        row = LoggedEvent(
             seq=seq,
             ts_us=ev.ts_us if ev.ts_us is not None else now,
             actor_id=ev.actor.user_id,
@@ -162,17 +178,18 @@ def _chain(seq: int, prev: str, events: Sequence[NewEvent]) -> list[AuditEvent]:
 
 
 _HEAD = select(AuditHead).where(AuditHead.id == 1).with_for_update()
+_INSERT = insert(cast(Table, AuditEvent.__table__))  # Core: no ORM bookkeeping per event
 
 
-def _values(rows: Sequence[AuditEvent]) -> list[dict[str, Any]]:
+def _values(rows: Sequence[LoggedEvent]) -> list[dict[str, Any]]:
     return [{c: getattr(r, c) for c in _COLUMNS} for r in rows]
 
 
-def _head_update(rows: Sequence[AuditEvent]) -> Any:
+def _head_update(rows: Sequence[LoggedEvent]) -> Any:
     return update(AuditHead).where(AuditHead.id == 1).values(seq=rows[-1].seq, hash=rows[-1].hash)
 
 
-async def append_many(session: AsyncSession, events: Sequence[NewEvent]) -> list[AuditEvent]:
+async def append_many(session: AsyncSession, events: Sequence[NewEvent]) -> list[LoggedEvent]:
     """Append events in order inside the caller's transaction, with one head lock, one
     multi-row insert and one head update however many there are (events that arrive
     together cost one round trip, not one each)."""
@@ -180,7 +197,7 @@ async def append_many(session: AsyncSession, events: Sequence[NewEvent]) -> list
         return []
     head = (await session.execute(_HEAD)).scalar_one()
     rows = _chain(head.seq, head.hash, events)
-    await session.execute(insert(AuditEvent), _values(rows))
+    await session.execute(_INSERT, _values(rows))
     await session.execute(_head_update(rows))
     head.seq, head.hash = rows[-1].seq, rows[-1].hash  # keep the identity map in step
     for row in rows:
@@ -192,13 +209,13 @@ async def append_many(session: AsyncSession, events: Sequence[NewEvent]) -> list
     return rows
 
 
-def append_many_sync(session: Session, events: Sequence[NewEvent]) -> list[AuditEvent]:
+def append_many_sync(session: Session, events: Sequence[NewEvent]) -> list[LoggedEvent]:
     """:func:`append_many` on a blocking session (the group-commit writer's thread)."""
     if not events:
         return []
     head = session.execute(_HEAD).scalar_one()
     rows = _chain(head.seq, head.hash, events)
-    session.execute(insert(AuditEvent), _values(rows))
+    session.connection().execute(_INSERT, _values(rows))
     session.execute(_head_update(rows))
     head.seq, head.hash = rows[-1].seq, rows[-1].hash
     for row in rows:
@@ -209,8 +226,8 @@ def append_many_sync(session: Session, events: Sequence[NewEvent]) -> list[Audit
     return rows
 
 
-SyncListener = Callable[[Session, AuditEvent], None]
-AsyncListener = Callable[[AsyncSession, AuditEvent], Awaitable[None]]
+SyncListener = Callable[[Session, LoggedEvent], None]
+AsyncListener = Callable[[AsyncSession, LoggedEvent], Awaitable[None]]
 Listener = SyncListener | AsyncListener
 _listeners: dict[str, list[Listener]] = {}
 
@@ -250,7 +267,7 @@ async def append(
     actor: Actor = SYSTEM,
     session_ref: str | None = None,
     ts_us: int | None = None,
-) -> AuditEvent:
+) -> LoggedEvent:
     """Append one event inside the caller's transaction and return it (seq and hash set)."""
     [row] = await append_many(session, [NewEvent(type, payload or {}, actor, session_ref, ts_us)])
     return row

@@ -48,7 +48,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from audit.checkpoint import CheckpointError, verify_checkpoint
 from audit.checkpoints import WitnessRecord, from_us, load_checkpoints, signed_at_of, stored_body
 from audit.keys import KeyRegistry
-from audit.log import GENESIS_HASH, EventLike, event_bytes, iter_events, link_hash, row_bytes
+from audit.log import (
+    GENESIS_HASH,
+    EventLike,
+    LoggedEvent,
+    event_bytes,
+    iter_events,
+    link_hash,
+    row_bytes,
+)
 from audit.merkle import MerkleTree, ProofError, leaf_hash, verify_consistency, verify_inclusion
 from audit.models import AuditEvent, AuditHead
 
@@ -112,18 +120,8 @@ class VerifyReport:
 
 
 @dataclass(slots=True)
-class ExportedEvent:
+class ExportedEvent(LoggedEvent):
     """An event read back from an export file or bundle (the stored fields)."""
-
-    seq: int
-    ts_us: int
-    actor_id: int | None
-    actor_role: str | None
-    session_ref: str | None
-    type: str
-    payload: str
-    prev_hash: str
-    hash: str
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -4,10 +4,19 @@ The asyncio drivers pay a thread hand-off for every statement (aiosqlite) and a 
 transaction; a transfer is a few dozen statements, so that hand-off, not SQLite, sets the
 pace.  :class:`GroupWriter` runs each *unit* (a plain function of a blocking
 :class:`~sqlalchemy.orm.Session`) in a dedicated thread and puts the units queued while a
-batch was running into the next batch: one hand-off and one commit per batch.  Each unit
-runs inside a savepoint, so a unit that raises is rolled back alone and its caller gets the
-exception; audit events a unit defers (:func:`defer_audit`) are appended once per batch, in
-unit order, inside the same transaction.
+batch was running into the next batch: one hand-off and one commit per batch.
+
+A *bulk* unit names a handler that takes a list of items: the items of one handler that
+share a batch are handed over together, so the handler can read and write them with one
+statement each (``WHERE id IN …``, ``executemany``) instead of one per item.  A handler
+returns one outcome per item: a result, or an exception *instance* for an item it refused
+without writing anything.
+
+Units run back to back; when a unit or handler raises, the batch is rolled back and run
+again with each unit (and each bulk item, alone) in a savepoint, so whatever raised is
+undone alone and its caller gets the exception.  Units must therefore be safe to run
+twice: they only read and write the database.  Audit events a unit defers
+(:func:`defer_audit`) are appended once per batch, in order, inside the same transaction.
 
 On PostgreSQL a batch that hits a serialization failure or deadlock is retried whole.
 """
@@ -16,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -30,7 +39,9 @@ from audit.log import NewEvent, append_many_sync
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741 - an item of a bulk unit
 Unit = Callable[[Session], Any]
+BulkHandler = Callable[[Session, list[Any]], Sequence[Any]]
 
 MAX_BATCH = 128
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
@@ -46,6 +57,20 @@ def defer_audit(session: Session, event: NewEvent) -> None:
 def _sqlstate(exc: DBAPIError) -> str:
     orig = exc.orig
     return str(getattr(orig, "sqlstate", "") or getattr(orig, "pgcode", "") or "")
+
+
+class _UnitFailed(Exception):
+    """A unit raised in a batch run without savepoints: run the batch the safe way."""
+
+
+@dataclass
+class _Job:
+    """A plain unit (``handler`` None) or one item of a bulk handler."""
+
+    unit: Unit | None
+    handler: BulkHandler | None
+    item: Any
+    future: asyncio.Future[Any]
 
 
 @dataclass
@@ -67,7 +92,7 @@ class GroupWriter:
         if sqlite:
             configure_sqlite(self.engine)
         self.max_batch = max_batch
-        self._queue: list[tuple[Unit, asyncio.Future[Any]]] = []
+        self._queue: list[_Job] = []
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="vbank-writer")
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
@@ -75,73 +100,141 @@ class GroupWriter:
 
     async def run(self, unit: Callable[[Session], T]) -> T:
         """Run ``unit(session)`` in the next batch; its result or exception comes back."""
+        result: T = await self._submit(unit, None, None)
+        return result
+
+    async def run_bulk(self, handler: Callable[[Session, list[I]], Sequence[Any]], item: I) -> Any:
+        """Hand ``item`` to ``handler`` together with the other items of the batch; the
+        item's outcome comes back (an exception instance is raised here)."""
+        return await self._submit(None, handler, item)
+
+    async def _submit(self, unit: Unit | None, handler: BulkHandler | None, item: Any) -> Any:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((unit, future))
+        self._queue.append(_Job(unit, handler, item, future))
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._drain(), name="vbank-group-writer")
-        result: T = await future
-        return result
+        return await future
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         while self._queue:
             batch = self._queue[: self.max_batch]
             del self._queue[: self.max_batch]
-            units = [u for u, _ in batch]
             try:
-                outcomes = await loop.run_in_executor(self._executor, self._run_batch, units)
+                outcomes = await loop.run_in_executor(self._executor, self._run_batch, batch)
             except Exception as exc:  # begin or commit failed: no unit took effect
-                outcomes = [_Outcome(error=exc) for _ in units]
+                outcomes = [_Outcome(error=exc) for _ in batch]
             except BaseException:
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(RuntimeError("the database writer stopped"))
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(RuntimeError("the database writer stopped"))
                 raise
-            for (_, fut), out in zip(batch, outcomes, strict=True):
-                if fut.done():
+            for job, out in zip(batch, outcomes, strict=True):
+                if job.future.done():
                     continue
                 if out.error is not None:
-                    fut.set_exception(out.error)
+                    job.future.set_exception(out.error)
                 else:
-                    fut.set_result(out.value)
+                    job.future.set_result(out.value)
 
-    def _run_batch(self, units: list[Unit]) -> list[_Outcome]:
+    def _run_batch(self, jobs: list[_Job]) -> list[_Outcome]:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                return self._attempt(units)
+                try:
+                    return self._attempt(jobs, savepoints=False)
+                except _UnitFailed:
+                    # something raised: it may have written half its work, so the batch
+                    # is rolled back and run again with a savepoint around every job
+                    return self._attempt(jobs, savepoints=True)
             except DBAPIError as exc:
                 if _sqlstate(exc) not in RETRYABLE_SQLSTATES or attempt == MAX_ATTEMPTS:
                     raise
                 logger.info("write batch retried after %s", _sqlstate(exc))
         raise AssertionError("unreachable")
 
-    def _attempt(self, units: list[Unit]) -> list[_Outcome]:
-        outcomes: list[_Outcome] = []
+    def _attempt(self, jobs: list[_Job], *, savepoints: bool) -> list[_Outcome]:
+        outcomes: list[_Outcome | None] = [None] * len(jobs)
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             deferred: list[NewEvent] = session.info.setdefault(_AUDIT_KEY, [])
-            for unit in units:
-                mark = len(deferred)
-                try:
-                    with session.begin_nested():
-                        value = unit(session)
-                    outcomes.append(_Outcome(value=value))
-                except DBAPIError as exc:
-                    if _sqlstate(exc) in RETRYABLE_SQLSTATES:
-                        raise  # the whole batch is retried
-                    del deferred[mark:]
-                    outcomes.append(_Outcome(error=exc))
-                except Exception as exc:
-                    del deferred[mark:]
-                    outcomes.append(_Outcome(error=exc))
+            if savepoints:
+                for i, job in enumerate(jobs):
+                    outcomes[i] = self._alone(session, job, deferred)
+            else:
+                for indices in _groups(jobs):
+                    self._together(session, jobs, indices, outcomes)
             append_many_sync(session, deferred)
             deferred.clear()
         self.batches += 1
-        self.units += len(units)
-        return outcomes
+        self.units += len(jobs)
+        return [o if o is not None else _Outcome(error=RuntimeError("lost")) for o in outcomes]
+
+    @staticmethod
+    def _together(
+        session: Session, jobs: list[_Job], indices: list[int], outcomes: list[_Outcome | None]
+    ) -> None:
+        first = jobs[indices[0]]
+        try:
+            if first.handler is None:
+                assert first.unit is not None
+                outcomes[indices[0]] = _Outcome(value=first.unit(session))
+                return
+            results = first.handler(session, [jobs[i].item for i in indices])
+        except DBAPIError as exc:
+            if _sqlstate(exc) in RETRYABLE_SQLSTATES:
+                raise  # the whole batch is retried
+            raise _UnitFailed from exc
+        except Exception as exc:
+            raise _UnitFailed from exc
+        if len(results) != len(indices):
+            raise _UnitFailed(f"{first.handler!r} returned {len(results)} outcomes")
+        for i, result in zip(indices, results, strict=True):
+            if isinstance(result, Exception):
+                outcomes[i] = _Outcome(error=result)
+            else:
+                outcomes[i] = _Outcome(value=result)
+
+    @staticmethod
+    def _alone(session: Session, job: _Job, deferred: list[NewEvent]) -> _Outcome:
+        mark = len(deferred)
+        try:
+            with session.begin_nested():
+                if job.handler is None:
+                    assert job.unit is not None
+                    return _Outcome(value=job.unit(session))
+                [result] = job.handler(session, [job.item])
+                if isinstance(result, Exception):
+                    raise result
+                return _Outcome(value=result)
+        except DBAPIError as exc:
+            if _sqlstate(exc) in RETRYABLE_SQLSTATES:
+                raise
+            del deferred[mark:]
+            return _Outcome(error=exc)
+        except Exception as exc:
+            del deferred[mark:]
+            return _Outcome(error=exc)
 
     async def close(self) -> None:
         if self._task is not None and not self._task.done():
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=True)
         self.engine.dispose()
+
+
+def _groups(jobs: list[_Job]) -> list[list[int]]:
+    """Job indices grouped by bulk handler (in order of first appearance); every plain
+    unit is a group of its own.  Jobs of one batch were submitted concurrently, so no
+    order between different handlers is promised."""
+    groups: list[list[int]] = []
+    by_handler: dict[Any, list[int]] = {}
+    for i, job in enumerate(jobs):
+        if job.handler is None:
+            groups.append([i])
+            continue
+        group = by_handler.get(job.handler)
+        if group is None:
+            group = by_handler[job.handler] = []
+            groups.append(group)
+        group.append(i)
+    return groups

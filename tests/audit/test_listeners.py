@@ -14,7 +14,7 @@ from vbank.db import Database
 async def test_listener_writes_commit_and_roll_back_with_the_event(db: Database) -> None:
     seen: list[tuple[int, str]] = []
 
-    async def on_event(session: AsyncSession, event: AuditEvent) -> None:
+    async def on_event(session: AsyncSession, event: log.LoggedEvent) -> None:
         seen.append((event.seq, event.type))
         await log.append(session, "listener.echo", {"of": event.seq})
 

@@ -65,7 +65,7 @@ async def test_sync_listeners_run_in_the_writer_transaction(db: Database, make_u
 
     uid = await make_user("writer-l", Role.CUSTOMER)
 
-    def echo(session: Session, event: AuditEvent) -> None:
+    def echo(session: Session, event: log.LoggedEvent) -> None:
         log.append_many_sync(session, [log.NewEvent("test.echo", {"of": event.seq})])
 
     log.subscribe(["test.renamed"], echo)

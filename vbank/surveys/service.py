@@ -20,8 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from audit.log import SYSTEM, Actor, append, subscribe
-from audit.models import AuditEvent
+from audit.log import SYSTEM, Actor, LoggedEvent, append, subscribe
 from vbank.config import Settings
 from vbank.contact.models import Contact
 from vbank.db import Database, async_url
@@ -58,7 +57,7 @@ def _db_key(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-async def on_contact_closed(session: AsyncSession, event: AuditEvent) -> None:
+async def on_contact_closed(session: AsyncSession, event: LoggedEvent) -> None:
     """Audit listener: runs inside the closing transaction, so the survey commits with it."""
     surveys = _installed.get(_db_key(session.get_bind().engine.url))
     if surveys is not None and event.session_ref is not None:

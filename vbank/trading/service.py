@@ -25,9 +25,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import RowMapping, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from audit.log import SYSTEM, Actor, NewEvent
@@ -40,7 +40,7 @@ from vbank.roles import Role
 from vbank.trading.backend import BackendUnavailable, Execution, TradingBackend
 from vbank.trading.drafts import TradeDraft
 from vbank.trading.http_adapter import HttpBackend
-from vbank.trading.ledger import LedgerBackend, accounts_of, accounts_of_sync
+from vbank.trading.ledger import LedgerBackend, Posting, accounts_by_owner, accounts_of
 from vbank.trading.operations import (
     LANGS,
     AccountView,
@@ -80,21 +80,25 @@ class DraftView:
     expires_at: datetime
 
     @classmethod
-    def of(cls, row: TradeDraft) -> DraftView:
+    def of(
+        cls, row: Mapping[str, Any] | RowMapping, cards: Mapping[str, Any] | None = None
+    ) -> DraftView:
+        """From a ``trade_drafts`` row as a mapping (Core results, the writer's dicts);
+        ``cards`` saves decoding them again when the caller has them."""
         return cls(
-            id=row.id,
-            contact_id=row.contact_id,
-            customer_id=row.customer_id,
-            agent_id=row.agent_id,
-            kind=row.kind,
-            cards=json.loads(row.cards),
-            hashes={"en": row.card_hash_en, "zh-CN": row.card_hash_zh},
-            step_up=row.step_up,
-            state=row.state,
-            reason=row.reason,
-            reference=row.reference,
-            created_at=_utc(row.created_at),
-            expires_at=_utc(row.expires_at),
+            id=row["id"],
+            contact_id=row["contact_id"],
+            customer_id=row["customer_id"],
+            agent_id=row["agent_id"],
+            kind=row["kind"],
+            cards=cards if cards is not None else json.loads(row["cards"]),
+            hashes={"en": row["card_hash_en"], "zh-CN": row["card_hash_zh"]},
+            step_up=row["step_up"],
+            state=row["state"],
+            reason=row["reason"],
+            reference=row["reference"],
+            created_at=_utc(row["created_at"]),
+            expires_at=_utc(row["expires_at"]),
         )
 
 
@@ -120,36 +124,112 @@ def _amount(op: Operation) -> int:
     return op.new_daily_limit_minor if isinstance(op, LimitChange) else op.amount_minor
 
 
-def _audit(session: Session, row: TradeDraft, type_: str, actor: Actor, **extra: Any) -> None:
-    payload = {"draft_id": row.id, "state": row.state}
+Draft = dict[str, Any]  # a trade_drafts row being worked on inside a writer unit
+_DRAFTS = cast(Table, TradeDraft.__table__)
+_CONTACTS = cast(Table, Contact.__table__)
+
+# Statements of the hot path are built once: SQLAlchemy memoises their cache keys, and
+# running them on the unit's connection skips the ORM execution layer.  Units handle all
+# the drafts or confirmations of a batch with one statement per step.
+_CONTACTS_Q = select(
+    _CONTACTS.c.id,
+    _CONTACTS.c.customer_id,
+    _CONTACTS.c.agent_id,
+    _CONTACTS.c.state,
+    _CONTACTS.c.verified_at,
+).where(_CONTACTS.c.id.in_(bindparam("ids", expanding=True)))
+_DRAFTS_Q = (
+    select(_DRAFTS)
+    .where(_DRAFTS.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_DRAFTS.c.id)
+    .with_for_update()
+)
+_PENDING_Q = (
+    select(_DRAFTS.c.contact_id, func.count())
+    .where(_DRAFTS.c.contact_id.in_(bindparam("ids", expanding=True)), _DRAFTS.c.state == "pending")
+    .group_by(_DRAFTS.c.contact_id)
+)
+_INSERT_DRAFTS = insert(_DRAFTS)
+_UPDATE_DRAFTS = (
+    update(_DRAFTS)
+    .where(_DRAFTS.c.id == bindparam("b_id"))
+    .values(
+        state=bindparam("b_state"),
+        reason=bindparam("b_reason"),
+        decided_at=bindparam("b_decided_at"),
+        confirmed_hash=bindparam("b_confirmed_hash"),
+        reference=bindparam("b_reference"),
+    )
+)
+_CHANGED = ("state", "reason", "decided_at", "confirmed_hash", "reference")
+
+
+def _audit(session: Session, row: Draft, type_: str, actor: Actor, **extra: Any) -> None:
+    payload = {"draft_id": row["id"], "state": row["state"]}
     payload.update({k: v for k, v in extra.items() if v is not None})
-    defer_audit(session, NewEvent(type_, payload, actor, row.contact_id))
+    defer_audit(session, NewEvent(type_, payload, actor, row["contact_id"]))
 
 
-def _contact(session: Session, caller: Caller, contact_id: str) -> Contact:
-    contact = session.get(Contact, contact_id)
-    mine = contact is not None and (
+def _contacts(session: Session, ids: set[str]) -> dict[str, Any]:
+    rows = session.connection().execute(_CONTACTS_Q, {"ids": sorted(ids)})
+    return {r.id: r for r in rows}
+
+
+def _drafts(session: Session, ids: set[str]) -> dict[str, Draft]:
+    rows = session.connection().execute(_DRAFTS_Q, {"ids": sorted(ids)}).mappings()
+    return {r["id"]: dict(r) for r in rows}
+
+
+def _mine(contact: Any, caller: Caller) -> Any:
+    """The contact if ``caller`` takes part in it and it is active; refusals otherwise."""
+    ok = contact is not None and (
         contact.agent_id == caller.user_id
         if caller.role is Role.AGENT
         else contact.customer_id == caller.user_id
     )
-    if contact is None or not mine:
+    if not ok:
         raise OperationError("not_found", "no such contact")
     if contact.state != "assigned":
         raise refuse("contact_closed")
     return contact
 
 
-def _draft(session: Session, caller: Caller, contact_id: str, draft_id: str) -> TradeDraft:
-    row = session.scalar(select(TradeDraft).where(TradeDraft.id == draft_id).with_for_update())
-    owner = row is not None and (
-        row.agent_id == caller.user_id
+def _owned(row: Draft | None, caller: Caller, contact_id: str) -> Draft:
+    ok = row is not None and (
+        row["agent_id"] == caller.user_id
         if caller.role is Role.AGENT
-        else row.customer_id == caller.user_id
+        else row["customer_id"] == caller.user_id
     )
-    if row is None or not owner or row.contact_id != contact_id:
+    if row is None or not ok or row["contact_id"] != contact_id:
         raise OperationError("not_found", "no such draft")
     return row
+
+
+def _flush(session: Session, rows: list[Draft]) -> None:
+    """Write the changed columns of ``rows`` back in one statement."""
+    if rows:
+        session.connection().execute(
+            _UPDATE_DRAFTS, [{"b_id": r["id"], **{f"b_{c}": r[c] for c in _CHANGED}} for r in rows]
+        )
+
+
+@dataclass(frozen=True)
+class _NewDraft:
+    caller: Caller
+    contact_id: str
+    op: Operation
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """A party's decision on a draft: confirm (with the card hash), reject or withdraw."""
+
+    caller: Caller
+    contact_id: str
+    draft_id: str
+    action: str  # "confirm" | "rejected" | "withdrawn"
+    card_hash: str = ""
+    reason: str | None = None
 
 
 class TradingService:
@@ -211,73 +291,96 @@ class TradingService:
             )
             if contact is None or not mine:
                 raise OperationError("not_found", "no such contact")
-            rows = await session.scalars(
-                select(TradeDraft)
-                .where(TradeDraft.contact_id == contact_id)
-                .order_by(TradeDraft.created_at)
+            rows = await session.execute(
+                select(_DRAFTS)
+                .where(_DRAFTS.c.contact_id == contact_id)
+                .order_by(_DRAFTS.c.created_at)
             )
-            return [DraftView.of(r) for r in rows]
+            return [DraftView.of(r) for r in rows.mappings()]
 
     # ------------------------------------------------------------------ agent
 
     async def draft(self, caller: Caller, contact_id: str, data: Mapping[str, Any]) -> DraftView:
         """Validate, render both cards and store a pending draft."""
         op = parse_operation(data)
-        return await self.db.writer.run(lambda s: self._create(s, caller, contact_id, op))
+        view: DraftView = await self.db.writer.run_bulk(
+            self._create_many, _NewDraft(caller, contact_id, op)
+        )
+        return view
 
-    def _create(
-        self, session: Session, caller: Caller, contact_id: str, op: Operation
-    ) -> DraftView:
+    def _create_many(
+        self, session: Session, items: list[_NewDraft]
+    ) -> list[DraftView | OperationError]:
         now = self.clock()
-        contact = _contact(session, caller, contact_id)
-        check_can_draft(contact.verified_at, now, self.policy)
-        pending = session.scalar(
-            select(func.count()).where(
-                TradeDraft.contact_id == contact_id, TradeDraft.state == "pending"
+        contacts = _contacts(session, {it.contact_id for it in items})
+        pending: dict[str, int] = {
+            cid: int(n)
+            for cid, n in session.connection().execute(_PENDING_Q, {"ids": sorted(contacts)})
+        }
+        accounts = accounts_by_owner(session, sorted({c.customer_id for c in contacts.values()}))
+        rows: list[Draft] = []
+        out: list[DraftView | OperationError] = []
+        for it in items:
+            try:
+                contact = _mine(contacts.get(it.contact_id), it.caller)
+                check_can_draft(contact.verified_at, now, self.policy)
+                if pending.get(it.contact_id, 0) >= MAX_PENDING_PER_CONTACT:
+                    raise OperationError(
+                        "too_many_drafts",
+                        f"at most {MAX_PENDING_PER_CONTACT} drafts may wait for the customer",
+                    )
+                row, cards = self._new_row(it, contact, accounts[contact.customer_id], now)
+            except OperationError as exc:
+                out.append(exc)
+                continue
+            pending[it.contact_id] = pending.get(it.contact_id, 0) + 1
+            rows.append(row)
+            out.append(DraftView.of(row, cards))
+            _audit(
+                session,
+                row,
+                "trade.drafted",
+                it.caller.actor,
+                kind=row["kind"],
+                amount_minor=row["amount_minor"],
+                currency=row["currency"],
+                card_hashes={"en": row["card_hash_en"], "zh-CN": row["card_hash_zh"]},
+                step_up=row["step_up"],
+                expires_at=row["expires_at"].isoformat(),
             )
-        )
-        if (pending or 0) >= MAX_PENDING_PER_CONTACT:
-            raise OperationError(
-                "too_many_drafts",
-                f"at most {MAX_PENDING_PER_CONTACT} drafts may wait for the customer",
-            )
-        accounts = accounts_of_sync(session, contact.customer_id)
-        check(op, accounts)
-        cards = {lang: render(op, accounts, lang) for lang in LANGS}
+        if rows:
+            session.connection().execute(_INSERT_DRAFTS, rows)
+        return out
+
+    def _new_row(
+        self, it: _NewDraft, contact: Any, accounts: list[AccountView], now: datetime
+    ) -> tuple[Draft, dict[str, Any]]:
+        check(it.op, accounts)
+        cards: dict[str, Any] = {lang: render(it.op, accounts, lang) for lang in LANGS}
         hashes = {lang: card_hash(card) for lang, card in cards.items()}
-        amount = _amount(op)
-        row = TradeDraft(
-            id="d" + uuid.uuid4().hex,
-            contact_id=contact_id,
-            customer_id=contact.customer_id,
-            agent_id=caller.user_id,
-            kind=op.kind,
-            operation=json.dumps(op.model_dump(mode="json"), sort_keys=True),
-            amount_minor=amount,
-            currency=op.currency,
-            cards=json.dumps(cards, sort_keys=True, ensure_ascii=False),
-            card_hash_en=hashes["en"],
-            card_hash_zh=hashes["zh-CN"],
-            step_up=self.policy.needs_step_up(amount),
-            state="pending",
-            created_at=now,
-            expires_at=now + timedelta(seconds=self.policy.draft_ttl_s),
-        )
-        session.add(row)
-        session.flush()
-        _audit(
-            session,
-            row,
-            "trade.drafted",
-            caller.actor,
-            kind=op.kind,
-            amount_minor=amount,
-            currency=op.currency,
-            card_hashes=hashes,
-            step_up=row.step_up,
-            expires_at=row.expires_at.isoformat(),
-        )
-        return DraftView.of(row)
+        amount = _amount(it.op)
+        row = {
+            "id": "d" + uuid.uuid4().hex,
+            "contact_id": it.contact_id,
+            "customer_id": contact.customer_id,
+            "agent_id": it.caller.user_id,
+            "kind": it.op.kind,
+            "operation": json.dumps(it.op.model_dump(mode="json"), sort_keys=True),
+            "amount_minor": amount,
+            "currency": it.op.currency,
+            "cards": json.dumps(cards, sort_keys=True, ensure_ascii=False),
+            "card_hash_en": hashes["en"],
+            "card_hash_zh": hashes["zh-CN"],
+            "step_up": self.policy.needs_step_up(amount),
+            "state": "pending",
+            "reason": None,
+            "confirmed_hash": None,
+            "reference": None,
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=self.policy.draft_ttl_s),
+            "decided_at": None,
+        }
+        return row, cards
 
     async def withdraw(self, caller: Caller, contact_id: str, draft_id: str) -> DraftView:
         return await self._end(caller, contact_id, draft_id, "withdrawn", None)
@@ -292,19 +395,13 @@ class TradingService:
     async def _end(
         self, caller: Caller, contact_id: str, draft_id: str, state: str, reason: str | None
     ) -> DraftView:
-        def unit(session: Session) -> DraftView | TradeRefused:
-            _contact(session, caller, contact_id)
-            row = _draft(session, caller, contact_id, draft_id)
-            if row.state != "pending":
-                return TradeRefused(refuse("already_decided"), DraftView.of(row))
-            self._set(row, state, None)  # a party's free text stays in the audit event only
-            _audit(session, row, f"trade.{state}", caller.actor, reason=reason)
-            return DraftView.of(row)
-
-        result = await self.db.writer.run(unit)
-        if isinstance(result, TradeRefused):
-            raise result
-        return result
+        decided = await self.db.writer.run_bulk(
+            self._decide_many, _Decision(caller, contact_id, draft_id, state, reason=reason)
+        )
+        assert isinstance(decided, _Confirmed)
+        if decided.refusal is not None:
+            raise TradeRefused(decided.refusal, decided.view)
+        return decided.view
 
     async def confirm(
         self, caller: Caller, contact_id: str, draft_id: str, confirmed_hash: str
@@ -313,64 +410,122 @@ class TradingService:
 
         Raises :class:`TradeRefused` (with the draft as it now stands) when it does not
         count; refusals are audited too.  On success the backend executes the operation."""
-        done = await self.db.writer.run(
-            lambda s: self._confirm(s, caller, contact_id, draft_id, confirmed_hash)
+        done = await self.db.writer.run_bulk(
+            self._decide_many,
+            _Decision(caller, contact_id, draft_id, "confirm", card_hash=confirmed_hash),
         )
+        assert isinstance(done, _Confirmed)
         if done.refusal is not None:
             raise TradeRefused(done.refusal, done.view)
         if done.operation is None:
             return done.view  # executed (or failed) by the ledger in the same unit
         return await self._execute(done.view, done.operation, confirmed_hash)
 
-    def _confirm(
-        self, session: Session, caller: Caller, contact_id: str, draft_id: str, hash_: str
-    ) -> _Confirmed:
-        contact = _contact(session, caller, contact_id)
-        row = _draft(session, caller, contact_id, draft_id)
+    def _decide_many(
+        self, session: Session, items: list[_Decision]
+    ) -> list[_Confirmed | OperationError]:
+        """Confirmations, rejections and withdrawals of one batch: drafts and contacts
+        read (and drafts locked) once, the ledger's postings done together, the drafts'
+        new states written in one statement."""
         now = self.clock()
-        langs = {row.card_hash_en: "en", row.card_hash_zh: "zh-CN"}
+        contacts = _contacts(session, {it.contact_id for it in items})
+        drafts = _drafts(session, {it.draft_id for it in items})
+        out: list[_Confirmed | OperationError] = []
+        changed: dict[str, Draft] = {}
+        postings: list[tuple[int, Draft, Posting]] = []
+        for it in items:
+            try:
+                contact = _mine(contacts.get(it.contact_id), it.caller)
+                row = _owned(drafts.get(it.draft_id), it.caller, it.contact_id)
+            except OperationError as exc:
+                out.append(exc)
+                continue
+            if it.action != "confirm":
+                out.append(self._party_ends(session, it, row, changed))
+                continue
+            decided = self._confirm_one(session, it, contact, row, now, changed)
+            if isinstance(decided, Posting):
+                postings.append((len(out), row, decided))
+                out.append(_Confirmed(DraftView.of(row)))  # replaced once posted
+            else:
+                out.append(decided)
+        if postings:
+            assert self._ledger is not None
+            results = self._ledger.post_many(session, [posting for _, _, posting in postings])
+            for (index, row, _), result in zip(postings, results, strict=True):
+                if isinstance(result, OperationError):
+                    self._record(session, row, "failed", result.reason)
+                else:
+                    self._record(session, row, "executed", None, result)
+                out[index] = _Confirmed(DraftView.of(row))
+        _flush(session, list(changed.values()))
+        return out
+
+    def _party_ends(
+        self, session: Session, it: _Decision, row: Draft, changed: dict[str, Draft]
+    ) -> _Confirmed:
+        if row["state"] != "pending":
+            return _Confirmed(DraftView.of(row), refusal=refuse("already_decided"))
+        self._set(row, it.action, None)  # a party's free text stays in the audit event only
+        changed[row["id"]] = row
+        _audit(session, row, f"trade.{it.action}", it.caller.actor, reason=it.reason)
+        return _Confirmed(DraftView.of(row))
+
+    def _confirm_one(
+        self,
+        session: Session,
+        it: _Decision,
+        contact: Any,
+        row: Draft,
+        now: datetime,
+        changed: dict[str, Draft],
+    ) -> _Confirmed | Posting:
+        langs = {row["card_hash_en"]: "en", row["card_hash_zh"]: "zh-CN"}
         try:
             check_confirmation(
-                state=row.state,
+                state=row["state"],
                 now=now,
-                expires_at=_utc(row.expires_at),
-                drafted_at=_utc(row.created_at),
-                step_up=row.step_up,
+                expires_at=_utc(row["expires_at"]),
+                drafted_at=_utc(row["created_at"]),
+                step_up=row["step_up"],
                 verified_at=_utc(contact.verified_at) if contact.verified_at else None,
                 policy=self.policy,
             )
-            if hash_ not in langs:
+            if it.card_hash not in langs:
                 raise refuse("card_mismatch")
         except OperationError as exc:
             if exc.reason == "draft_expired":
                 self._set(row, "expired", "draft_expired")
+                changed[row["id"]] = row
                 _audit(session, row, "trade.expired", SYSTEM)
             elif exc.reason != "already_decided":
-                row.reason = exc.reason  # the agent sees what is missing
-                _audit(session, row, "trade.refused", caller.actor, reason=exc.reason)
+                row["reason"] = exc.reason  # the agent sees what is missing
+                changed[row["id"]] = row
+                _audit(session, row, "trade.refused", it.caller.actor, reason=exc.reason)
             return _Confirmed(DraftView.of(row), refusal=exc)
-        self._set(row, "confirmed", None)
-        row.confirmed_hash = hash_
-        _audit(session, row, "trade.confirmed", caller.actor, card_hash=hash_, lang=langs[hash_])
-        op = parse_operation(json.loads(row.operation))
+        self._set(row, "confirmed", None, confirmed_hash=it.card_hash)
+        changed[row["id"]] = row
+        _audit(
+            session,
+            row,
+            "trade.confirmed",
+            it.caller.actor,
+            card_hash=it.card_hash,
+            lang=langs[it.card_hash],
+        )
+        op = parse_operation(json.loads(row["operation"]))
         if self._ledger is None:
             return _Confirmed(DraftView.of(row), operation=op)
-        try:
-            with session.begin_nested():
-                result = self._ledger.post(
-                    session,
-                    op,
-                    row.id,
-                    customer_id=row.customer_id,
-                    card_hash=hash_,
-                    actor_id=row.agent_id,
-                    session_ref=row.contact_id,
-                )
-        except OperationError as exc:
-            self._record(session, row, "failed", exc.reason)
-        else:
-            self._record(session, row, "executed", None, result)
-        return _Confirmed(DraftView.of(row))
+        # the built-in ledger posts in this same transaction (see _decide_many)
+        return Posting(
+            op,
+            row["id"],
+            row["customer_id"],
+            card_hash=it.card_hash,
+            actor_id=row["agent_id"],
+            session_ref=row["contact_id"],
+            fresh_key=True,
+        )
 
     # ------------------------------------------------------------------ remote execution
 
@@ -400,12 +555,10 @@ class TradingService:
         self, draft_id: str, state: str, reason: str | None, result: Execution | None = None
     ) -> DraftView:
         def unit(session: Session) -> DraftView:
-            row = session.scalar(
-                select(TradeDraft).where(TradeDraft.id == draft_id).with_for_update()
-            )
-            assert row is not None
-            if row.state not in ("executed", "failed"):  # else a reconcile settled it first
+            row = _drafts(session, {draft_id})[draft_id]
+            if row["state"] not in ("executed", "failed"):  # else a reconcile settled it
                 self._record(session, row, state, reason, result)
+                _flush(session, [row])
             return DraftView.of(row)
 
         return await self.db.writer.run(unit)
@@ -413,34 +566,34 @@ class TradingService:
     def _record(
         self,
         session: Session,
-        row: TradeDraft,
+        row: Draft,
         state: str,
         reason: str | None,
         result: Execution | None = None,
     ) -> None:
         """The outcome of an execution on the draft, with its audit events."""
+        reference = result.reference[:64] if result is not None else None
         self._set(row, state, reason)
-        reference = None
-        if result is not None:
-            row.reference = reference = result.reference[:64]
-            if not self.backend.audits_executions:
-                defer_audit(
-                    session,
-                    NewEvent(
-                        "transaction.executed",
-                        {
-                            "idempotency_key": row.id,
-                            "reference": reference,
-                            "kind": row.kind,
-                            "customer_id": row.customer_id,
-                            "amount_minor": row.amount_minor,
-                            "currency": row.currency,
-                            "card_hash": row.confirmed_hash,
-                        },
-                        Actor(row.agent_id, "agent"),
-                        row.contact_id,
-                    ),
-                )
+        if reference is not None:
+            row["reference"] = reference
+        if result is not None and not self.backend.audits_executions:
+            defer_audit(
+                session,
+                NewEvent(
+                    "transaction.executed",
+                    {
+                        "idempotency_key": row["id"],
+                        "reference": reference,
+                        "kind": row["kind"],
+                        "customer_id": row["customer_id"],
+                        "amount_minor": row["amount_minor"],
+                        "currency": row["currency"],
+                        "card_hash": row["confirmed_hash"],
+                    },
+                    Actor(row["agent_id"], "agent"),
+                    row["contact_id"],
+                ),
+            )
         event = "trade.retry_allowed" if state == "pending" else f"trade.{state}"
         _audit(session, row, event, SYSTEM, reason=reason, reference=reference)
 
@@ -450,14 +603,11 @@ class TradingService:
         """Expire pending drafts past their time (run by the service's ticker)."""
 
         def unit(session: Session) -> list[DraftView]:
-            rows = session.scalars(
-                select(TradeDraft)
-                .where(TradeDraft.state == "pending", TradeDraft.expires_at <= self.clock())
-                .with_for_update()
-            ).all()
+            rows = _pending(session, _DRAFTS.c.expires_at <= self.clock())
             for row in rows:
                 self._set(row, "expired", "draft_expired")
                 _audit(session, row, "trade.expired", SYSTEM)
+            _flush(session, rows)
             return [DraftView.of(r) for r in rows]
 
         return await self.db.writer.run(unit)
@@ -466,14 +616,11 @@ class TradingService:
         """A closed or transferred contact withdraws its pending drafts."""
 
         def unit(session: Session) -> list[DraftView]:
-            rows = session.scalars(
-                select(TradeDraft)
-                .where(TradeDraft.contact_id == contact_id, TradeDraft.state == "pending")
-                .with_for_update()
-            ).all()
+            rows = _pending(session, _DRAFTS.c.contact_id == contact_id)
             for row in rows:
                 self._set(row, "withdrawn", reason)
                 _audit(session, row, "trade.withdrawn", SYSTEM, reason=reason)
+            _flush(session, rows)
             return [DraftView.of(r) for r in rows]
 
         return await self.db.writer.run(unit)
@@ -484,28 +631,37 @@ class TradingService:
         idempotency key, so at most once)."""
         cutoff = self.clock() - timedelta(seconds=older_than_s)
         async with self.db.sessions() as session:
-            rows = list(
-                await session.scalars(
-                    select(TradeDraft).where(
-                        TradeDraft.state.in_(("confirmed", "status_unknown")),
-                        TradeDraft.decided_at <= cutoff,
+            rows = (
+                await session.execute(
+                    select(_DRAFTS).where(
+                        _DRAFTS.c.state.in_(("confirmed", "status_unknown")),
+                        _DRAFTS.c.decided_at <= cutoff,
                     )
                 )
-            )
+            ).mappings()
         settled: list[DraftView] = []
         for row in rows:
-            done = await self.backend.status(row.id)
+            done = await self.backend.status(row["id"])
             if done is not None:
-                settled.append(await self._settled(row.id, done))
-            elif row.state == "confirmed":
-                op = parse_operation(json.loads(row.operation))
-                settled.append(await self._execute(DraftView.of(row), op, row.confirmed_hash or ""))
+                settled.append(await self._settled(row["id"], done))
+            elif row["state"] == "confirmed":
+                op = parse_operation(json.loads(row["operation"]))
+                view = DraftView.of(row)
+                settled.append(await self._execute(view, op, row["confirmed_hash"] or ""))
         return settled
 
     # ------------------------------------------------------------------ helpers
 
-    def _set(self, row: TradeDraft, state: str, reason: str | None) -> None:
-        row.state = state
-        row.reason = reason
+    def _set(self, row: Draft, state: str, reason: str | None, **more: Any) -> None:
+        """Change a draft in memory; the unit writes it back with :func:`_flush`."""
+        row.update(state=state, reason=reason, **more)
         if state != "pending":
-            row.decided_at = self.clock()
+            row["decided_at"] = self.clock()
+
+
+def _pending(session: Session, condition: Any) -> list[Draft]:
+    """Pending drafts matching ``condition``, locked."""
+    rows = session.execute(
+        select(_DRAFTS).where(_DRAFTS.c.state == "pending", condition).with_for_update()
+    ).mappings()
+    return [dict(r) for r in rows]

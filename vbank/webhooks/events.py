@@ -13,8 +13,7 @@ from typing import Any, Final
 
 from sqlalchemy.orm import Session
 
-from audit.log import subscribe
-from audit.models import AuditEvent
+from audit.log import LoggedEvent, subscribe
 from vbank.webhooks.outbox import enqueue_sync
 
 logger = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ MAPPING: Final[dict[str, tuple[str, Callable[[str | None, Mapping[str, Any]], di
 }
 
 
-def on_audit_event(session: Session, row: AuditEvent) -> None:
+def on_audit_event(session: Session, row: LoggedEvent) -> None:
     webhook_type, build = MAPPING[row.type]
     data = build(row.session_ref, json.loads(row.payload))
     data["audit_seq"] = row.seq

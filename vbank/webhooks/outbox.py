@@ -85,17 +85,29 @@ async def enqueue(session: AsyncSession, event_type: str, data: Mapping[str, Any
     return await session.run_sync(enqueue_sync, event_type, data)
 
 
+_ENABLED = select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
+    WebhookEndpoint.enabled.is_(True)
+)
+_CACHE: Final = "vbank.webhooks.endpoints"
+
+
+def _endpoints(session: Session) -> list[tuple[int, str]]:
+    """Enabled endpoints, read once per transaction (a batch of transfers enqueues many
+    events; endpoints change through other transactions)."""
+    transaction = session.get_transaction()
+    cached = session.info.get(_CACHE)
+    if cached is not None and cached[0] is transaction:
+        return cast(list[tuple[int, str]], cached[1])
+    rows = [(int(i), str(t)) for i, t in session.execute(_ENABLED).all()]
+    session.info[_CACHE] = (transaction, rows)
+    return rows
+
+
 def enqueue_sync(session: Session, event_type: str, data: Mapping[str, Any]) -> int:
     """:func:`enqueue` on a blocking session (audit listeners, the group-commit writer)."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown webhook event type {event_type!r}")
-    endpoints = (
-        session.execute(
-            select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
-                WebhookEndpoint.enabled.is_(True)
-            )
-        )
-    ).all()
+    endpoints = _endpoints(session)
     targets = [ep_id for ep_id, types in endpoints if event_type in types.split(",")]
     if not targets:
         return 0
