@@ -83,3 +83,61 @@ async def test_sync_listeners_run_in_the_writer_transaction(db: Database, make_u
         )
         assert (await log.verify_database(session)).ok
     assert echoes == 2
+
+
+class Renamer:
+    """A bulk handler: renames several users with one statement; refuses names with '!'
+    (returned, nothing written) and raises on 'boom' (the batch falls back to one by one)."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, session: Session, items: list[tuple[int, str]]) -> list[object]:
+        self.calls.append(len(items))
+        if any(name == "boom" for _, name in items):
+            for uid, name in items:  # half-written work the fallback must undo
+                session.get(User, uid).display_name = name  # type: ignore[union-attr]
+            session.flush()
+            raise RuntimeError("boom")
+        out: list[object] = []
+        for uid, name in items:
+            if "!" in name:
+                out.append(ValueError(f"bad name {name}"))
+                continue
+            user = session.get(User, uid)
+            assert user is not None
+            user.display_name = name
+            defer_audit(session, log.NewEvent("test.bulk", {"user": uid}))
+            out.append(name.upper())
+        session.flush()
+        return out
+
+
+async def test_bulk_items_share_one_call_and_fail_alone(db: Database, make_user) -> None:  # type: ignore[no-untyped-def]
+    from vbank.roles import Role
+
+    ids = [await make_user(f"bulk{i}", Role.CUSTOMER) for i in range(30)]
+    renamer = Renamer()
+    names = [("boom" if i == 17 else f"b{i}!" if i % 5 == 0 else f"b{i}") for i in range(30)]
+    results = await asyncio.gather(
+        *(db.writer.run_bulk(renamer, (uid, n)) for uid, n in zip(ids, names, strict=True)),
+        return_exceptions=True,
+    )
+    for i, result in enumerate(results):
+        if i == 17:
+            assert isinstance(result, RuntimeError)
+        elif i % 5 == 0:
+            assert isinstance(result, ValueError)
+        else:
+            assert result == f"B{i}"
+    assert len(renamer.calls) < 30 + 30  # grouped at first, then one by one after "boom"
+    assert max(renamer.calls) > 1
+    async with db.sessions() as session:
+        stored = dict((await session.execute(select(User.id, User.display_name))).all())
+        bulk_events = await session.scalar(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.type == "test.bulk")
+        )
+        assert (await log.verify_database(session)).ok
+    for i, uid in enumerate(ids):
+        assert (stored[uid] == names[i]) is (i != 17 and i % 5 != 0)
+    assert bulk_events == sum(1 for i in range(30) if i != 17 and i % 5 != 0)
