@@ -43,7 +43,7 @@ I = TypeVar("I")  # noqa: E741 - an item of a bulk unit
 Unit = Callable[[Session], Any]
 BulkHandler = Callable[[Session, list[Any]], Sequence[Any]]
 
-MAX_BATCH = 128
+MAX_BATCH = 256
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
 MAX_ATTEMPTS = 5
 _AUDIT_KEY = "vbank.deferred_audit"
