@@ -29,7 +29,8 @@ async def test_customer_answers_the_survey_after_a_chat(
     live_server: TestServer, make_user: MakeUser, browser: Browser, db: Database
 ) -> None:
     await make_user("cust", Role.CUSTOMER, display_name="Kate Customer")
-    await make_user("ana", Role.AGENT, skills=("accounts",), display_name="Ana Agent")
+    ana = await make_user("ana", Role.AGENT, skills=("accounts",), display_name="Ana Agent")
+    await make_user("sam", Role.SUPERVISOR)
     base = base_url(live_server)
     customer = await signed_in_page(
         await browser.new_context(locale="en"), base, "cust", "customer"
@@ -71,6 +72,18 @@ async def test_customer_answers_the_survey_after_a_chat(
     assert survey is not None
     assert (survey.state, survey.csat, survey.nps, survey.channel) == ("completed", 2, 3, "page")
     assert survey.comment == "Took too long to unblock"
+
+    # the supervisor's dashboard counts the answer: CSAT 2 is not satisfied, NPS 3 detracts
+    supervisor = await signed_in_page(
+        await browser.new_context(locale="en"), base, "sam", "supervisor"
+    )
+    row = supervisor.locator(f"#stats-agents tr[data-agent-id='{ana}']")
+    await expect(row.locator("td.contacts")).to_have_text("1", timeout=10_000)
+    await expect(row.locator("td.csat")).to_have_text("0.0 %")
+    await expect(row.locator("td.nps")).to_have_text("-100.0")
+    await expect(
+        supervisor.locator("#stats-skills tr[data-skill='accounts'] td.csat")
+    ).to_have_text("0.0 %")
 
     # CSAT 2 opened a follow-up call: the agent claims and closes it from the panel
     await agent.click("#followups-refresh")
