@@ -47,11 +47,13 @@ class Hub:
     def connections(self) -> int:
         return sum(len(c) for c in self._by_user.values())
 
-    async def send(self, user_id: int | None, message: ServerMessage) -> int:
-        """Send to every connection of a user; returns how many got it."""
+    async def send(
+        self, user_id: int | None, message: ServerMessage, *, skip: Connection | None = None
+    ) -> int:
+        """Send to every connection of a user but ``skip``; returns how many got it."""
         if user_id is None:
             return 0
-        conns = list(self._by_user.get(user_id, ()))
+        conns = [c for c in self._by_user.get(user_id, ()) if c is not skip]
         if not conns:
             return 0
         text = serialize_server_message(message)

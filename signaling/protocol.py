@@ -460,12 +460,14 @@ class Welcome(_Message):
 
 
 class Ack(_Message):
-    """Client message ``id`` was processed; ``seq`` is the chat seq it created, if any."""
+    """Client message ``id`` was processed; ``seq`` and ``ts`` are the chat line it stored,
+    if any (the sending connection gets no ``chat.message`` echo of its own line)."""
 
     type: Literal["ack"] = "ack"
     id: Ident
     seq: Seq | None = None
     contact_id: Ident | None = None
+    ts: AwareDatetime | None = None
 
 
 class ErrorMessage(_Message):

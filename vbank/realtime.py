@@ -266,7 +266,7 @@ class Realtime:
             result = await self.contacts.post(
                 caller, view.id, message.client_id or f"start-{view.id}", message.text
             )
-            await self._fan_out_chat(view, result)
+            await self._send_chat(result)
         await self.route()
 
     async def _chat_send(self, caller: Caller, message: p.ClientMessage) -> None:
@@ -274,9 +274,15 @@ class Realtime:
         result = await self.contacts.post(
             caller, message.contact_id, message.client_id, message.text
         )
-        await self._ack(caller, message, seq=result.seq, contact_id=message.contact_id)
-        if not result.duplicate:  # the writer says who takes part: no second read
-            await self._send_chat(result, result.customer_id, result.agent_id)
+        await self._ack(
+            caller,
+            message,
+            seq=result.seq,
+            contact_id=message.contact_id,
+            ts=utc(result.created_at),
+        )
+        if not result.duplicate:
+            await self._send_chat(result, skip=_origin.get())
 
     async def _chat_read(self, caller: Caller, message: p.ClientMessage) -> None:
         assert isinstance(message, p.ChatRead)
@@ -526,10 +532,9 @@ class Realtime:
         c = await self.contacts.participant(caller, contact_id)
         return ContactView(c.id, c.customer_id, c.agent_id, c.skill, c.state, c.last_seq)
 
-    async def _fan_out_chat(self, view: ContactView, result: object) -> None:
-        from vbank.contact.chat import PostResult
-
-        assert isinstance(result, PostResult)
+    async def _send_chat(self, result: PostResult, *, skip: Connection | None = None) -> None:
+        """A stored line to both parties (the writer says who takes part: no second read);
+        ``skip`` is the sending connection, which has its ack with the seq and time."""
         frame = _chat_frame(
             result.contact_id,
             result.seq,
@@ -538,20 +543,8 @@ class Realtime:
             result.client_id,
             result.created_at,
         )
-        await self.hub.send(view.customer_id, frame)
-        await self.hub.send(view.agent_id, frame)
-
-    async def _send_chat(self, result: PostResult, customer_id: int, agent_id: int | None) -> None:
-        frame = _chat_frame(
-            result.contact_id,
-            result.seq,
-            result.sender_role,
-            result.text,
-            result.client_id,
-            result.created_at,
-        )
-        await self.hub.send(customer_id, frame)
-        await self.hub.send(agent_id, frame)
+        await self.hub.send(result.customer_id, frame, skip=skip)
+        await self.hub.send(result.agent_id, frame, skip=skip)
 
 
 def _row_frame(row: StoredMessage) -> p.ChatMessage:

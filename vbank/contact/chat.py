@@ -27,7 +27,6 @@ from vbank.writer import defer_audit
 logger = logging.getLogger(__name__)
 
 
-
 class PostRefused(Exception):
     """The sender may not post to this contact; ``code`` is a protocol error code."""
 

@@ -52,26 +52,40 @@ async def test_queue_route_and_chat_both_ways(
     first = await agent2.wait_type("chat.message", contact_id=contact_id, seq=1)
     assert first["text"] == "Hello, I need help" and first["sender"] == "customer"
 
+    sent: dict[str, str] = {}  # envelope id -> text, for each side's own lines
     for i in range(5):
-        await customer.send(
+        mid = await customer.send(
             "chat.send", contact_id=contact_id, client_id=f"c{i + 1}", text=f"cust {i}"
         )
-        await agent.send("chat.send", contact_id=contact_id, client_id=f"a{i}", text=f"agent {i}")
+        sent[mid] = f"cust {i}"
+        mid = await agent.send(
+            "chat.send", contact_id=contact_id, client_id=f"a{i}", text=f"agent {i}"
+        )
+        sent[mid] = f"agent {i}"
     await customer.wait_for(lambda f: f.get("type") == "chat.message" and f["seq"] == 11)
-    await agent.wait_for(lambda f: f.get("type") == "chat.message" and f["seq"] == 11)
-    for peer in (customer, agent):
-        seqs = [f["seq"] for f in peer.of_type("chat.message") if f["contact_id"] == contact_id]
+    await agent.wait_for(lambda f: f.get("type") == "ack" and f.get("seq") == 11)
+    for peer, own in ((customer, "cust "), (agent, "agent ")):
+        # the other side's lines arrive as chat.message, in order, once each; our own
+        # lines are confirmed by their acks (seq and time), never echoed back to us
+        frames = [f for f in peer.of_type("chat.message") if f["contact_id"] == contact_id]
+        seqs = [f["seq"] for f in frames]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
-        texts = [f["text"] for f in peer.of_type("chat.message")]
-        assert [t for t in texts if t.startswith("cust ")] == [f"cust {i}" for i in range(5)]
-        assert [t for t in texts if t.startswith("agent ")] == [f"agent {i}" for i in range(5)]
+        assert not [f for f in frames if f["text"].startswith(own)]
+        lines = {f["seq"]: f["text"] for f in frames}
+        acks = [f for f in peer.of_type("ack") if f["id"] in sent]
+        assert all(f["ts"] for f in acks)
+        lines.update({f["seq"]: sent[f["id"]] for f in acks})
+        timeline = [lines[seq] for seq in sorted(lines)]
+        assert [t for t in timeline if t.startswith("cust ")] == [f"cust {i}" for i in range(5)]
+        assert [t for t in timeline if t.startswith("agent ")] == [f"agent {i}" for i in range(5)]
+        assert sorted(lines)[-10:] == list(range(2, 12))
 
     # a resend of the same client id is acknowledged with the original seq, not stored twice
     before = len(agent.of_type("chat.message"))
     resend = await customer.send("chat.send", contact_id=contact_id, client_id="c3", text="cust 2")
     again = await customer.wait_type("ack", id=resend)
-    original = next(f for f in customer.of_type("chat.message") if f.get("client_id") == "c3")
-    assert again["seq"] == original["seq"]
+    original = next(f for f in customer.of_type("ack") if sent.get(f["id"]) == "cust 2")
+    assert again["seq"] == original["seq"] and again["ts"] == original["ts"]
     await asyncio.sleep(0.2)
     assert len(agent.of_type("chat.message")) == before
 

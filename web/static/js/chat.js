@@ -163,8 +163,8 @@ export class ChatLog {
     if (scroll) this.scrollToEnd();
   }
 
-  /** The server stored our line as `seq` (ack before the chat.message arrives). */
-  acked({ client_id: clientId, seq }) {
+  /** The server stored our line as `seq` at `ts` (the sending tab gets no chat.message echo). */
+  acked({ client_id: clientId, seq, ts }) {
     const item = this.pendingItem(clientId);
     if (!item || !Number.isInteger(seq)) return;
     if (this.bySeq.has(seq)) {
@@ -176,7 +176,11 @@ export class ChatLog {
     delete item.dataset.pending;
     this.setStatus(item, null);
     const time = item.querySelector('.chat-time');
-    if (!time.dateTime) {
+    const stored = ts ? new Date(ts) : null;
+    if (stored && !Number.isNaN(stored.getTime())) {
+      time.dateTime = stored.toISOString();
+      time.textContent = formatTime(stored);
+    } else if (!time.dateTime) {
       const now = new Date();
       time.dateTime = now.toISOString();
       time.textContent = formatTime(now);

@@ -547,7 +547,9 @@ export class Realtime {
     const entry = this.store.outbox.find((e) => e.id === frame.id);
     if (entry) {
       this.removeFromOutbox(entry);
-      this.emit('chat.acked', { contact_id: entry.contact_id, client_id: entry.client_id, seq: frame.seq });
+      this.emit('chat.acked', {
+        contact_id: entry.contact_id, client_id: entry.client_id, seq: frame.seq, ts: frame.ts,
+      });
       return;
     }
     this.emit('ack', frame);
