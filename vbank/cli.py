@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -267,30 +267,27 @@ def cmd_audit_rotate_master_key(args: argparse.Namespace) -> int:
     keyring = keyring_from_settings(settings)
     result = rewrap_all(settings.data_dir, keyring)
 
-    async def record() -> None:
-        async with Database(settings.database_url) as db:
-            async with db.transaction() as session:
-                await append(
-                    session,
-                    "keys.master_rewrapped",
-                    {
-                        "master_key_id": keyring.current_id,
-                        "rewrapped": result.rewrapped,
-                        "already_current": result.current,
-                        "failed": list(result.failed),
-                    },
-                )
+    async def record() -> dict[str, Any]:
+        from vbank.webhooks.endpoints import rewrap_secrets
 
-    asyncio.run(record())
-    _print(
-        {
-            "master_key_id": keyring.current_id,
-            "rewrapped": result.rewrapped,
-            "already_current": result.current,
-            "failed": list(result.failed),
-        }
-    )
-    return 1 if result.failed else 0
+        async with Database(settings.database_url) as db:
+            secrets_rewrapped, secrets_current, secrets_failed = await rewrap_secrets(db, keyring)
+            report = {
+                "master_key_id": keyring.current_id,
+                "rewrapped": result.rewrapped,
+                "already_current": result.current,
+                "failed": list(result.failed),
+                "webhook_secrets_rewrapped": secrets_rewrapped,
+                "webhook_secrets_current": secrets_current,
+                "webhook_secrets_failed": secrets_failed,
+            }
+            async with db.transaction() as session:
+                await append(session, "keys.master_rewrapped", report)
+            return report
+
+    report = asyncio.run(record())
+    _print(report)
+    return 1 if report["failed"] or report["webhook_secrets_failed"] else 0
 
 
 def cmd_audit_purge_expired(args: argparse.Namespace) -> int:

@@ -15,9 +15,10 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from audit.envelope import MasterKeyring
+from audit.envelope import EnvelopeError, MasterKeyring
 from audit.log import Actor, append
-from vbank.webhooks import ssrf
+from vbank.db import Database
+from vbank.webhooks import sealing, ssrf
 from vbank.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookSecret
 from vbank.webhooks.outbox import EVENT_TYPES, wake_after_commit
 from vbank.webhooks.sealing import seal
@@ -315,3 +316,24 @@ async def redeliver(session: AsyncSession, delivery_id: int, *, actor: Actor) ->
         actor=actor,
     )
     wake_after_commit(session.sync_session)
+
+
+async def rewrap_secrets(db: Database, keyring: MasterKeyring) -> tuple[int, int, list[int]]:
+    """Re-wrap every endpoint secret with the current master key: (re-wrapped, already
+    current, ids of secrets that could not be opened)."""
+    rewrapped = current = 0
+    failed: list[int] = []
+    async with db.transaction() as session:
+        for row in await session.scalars(select(WebhookSecret).order_by(WebhookSecret.id)):
+            try:
+                new = sealing.rewrap(row.sealed, keyring)
+            except EnvelopeError:
+                logger.error("cannot re-wrap webhook secret %d", row.id)
+                failed.append(row.id)
+                continue
+            if new is None:
+                current += 1
+            else:
+                row.sealed = new
+                rewrapped += 1
+    return rewrapped, current, failed
