@@ -259,6 +259,8 @@ class LedgerBackend:
                 amount = _amount(p.op)
                 if isinstance(p.op, PayeeTransfer):
                     limits.check(p.customer_id, p.op, by_number.get(p.op.payee_account))
+                if isinstance(p.op, LimitChange):  # later postings of the batch see it
+                    limits.limits[(p.customer_id, p.op.currency)] = p.op.new_daily_limit_minor
                 for acc, delta in _legs(p.op, by_number, amount):
                     balances[acc] += delta
             except OperationError as exc:
