@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -195,22 +194,12 @@ async def append_many(session: AsyncSession, events: Sequence[NewEvent]) -> list
     together cost one round trip, not one each)."""
     if not events:
         return []
-    head = (await session.execute(_HEAD)).scalar_one()
-    rows = _chain(head.seq, head.hash, events)
-    await session.execute(_INSERT, _values(rows))
-    await session.execute(_head_update(rows))
-    head.seq, head.hash = rows[-1].seq, rows[-1].hash  # keep the identity map in step
-    for row in rows:
-        for listener in _listeners.get(row.type, ()):
-            if inspect.iscoroutinefunction(listener):
-                await cast(AsyncListener, listener)(session, row)
-            else:
-                await session.run_sync(cast(SyncListener, listener), row)
-    return rows
+    return await session.run_sync(append_many_sync, events)
 
 
 def append_many_sync(session: Session, events: Sequence[NewEvent]) -> list[LoggedEvent]:
-    """:func:`append_many` on a blocking session (the group-commit writer's thread)."""
+    """:func:`append_many` on a blocking session (the group-commit writer's thread, and
+    async callers through ``run_sync``)."""
     if not events:
         return []
     head = session.execute(_HEAD).scalar_one()
@@ -220,15 +209,11 @@ def append_many_sync(session: Session, events: Sequence[NewEvent]) -> list[Logge
     head.seq, head.hash = rows[-1].seq, rows[-1].hash
     for row in rows:
         for listener in _listeners.get(row.type, ()):
-            if inspect.iscoroutinefunction(listener):
-                raise RuntimeError(f"{row.type} has an async listener: append it asynchronously")
-            cast(SyncListener, listener)(session, row)
+            listener(session, row)
     return rows
 
 
-SyncListener = Callable[[Session, LoggedEvent], None]
-AsyncListener = Callable[[AsyncSession, LoggedEvent], Awaitable[None]]
-Listener = SyncListener | AsyncListener
+Listener = Callable[[Session, LoggedEvent], None]
 _listeners: dict[str, list[Listener]] = {}
 
 
@@ -237,9 +222,9 @@ def subscribe(types: Iterable[str], listener: Listener) -> None:
     the appending transaction: whatever it writes (a webhook outbox row, a survey) commits
     or rolls back with the event.  Subscribing the same listener twice has no effect.
 
-    Prefer a plain function of a blocking :class:`~sqlalchemy.orm.Session`: it runs for
-    events appended from async code (through ``run_sync``) and from the group-commit
-    writer alike; a coroutine listener only works for events appended asynchronously."""
+    A listener is a plain function of a blocking :class:`~sqlalchemy.orm.Session`: every
+    append runs on one (async callers through ``run_sync``, the group-commit writer
+    directly)."""
     for type_ in types:
         bucket = _listeners.setdefault(type_, [])
         if listener not in bucket:

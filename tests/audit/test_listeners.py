@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from audit import log
 from audit.models import AuditEvent
@@ -14,9 +14,9 @@ from vbank.db import Database
 async def test_listener_writes_commit_and_roll_back_with_the_event(db: Database) -> None:
     seen: list[tuple[int, str]] = []
 
-    async def on_event(session: AsyncSession, event: log.LoggedEvent) -> None:
+    def on_event(session: Session, event: log.LoggedEvent) -> None:
         seen.append((event.seq, event.type))
-        await log.append(session, "listener.echo", {"of": event.seq})
+        log.append_many_sync(session, [log.NewEvent("listener.echo", {"of": event.seq})])
 
     log.subscribe(["test.listened"], on_event)
     log.subscribe(["test.listened"], on_event)  # idempotent

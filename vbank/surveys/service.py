@@ -19,8 +19,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
-from audit.log import SYSTEM, Actor, LoggedEvent, append, subscribe
+from audit.log import SYSTEM, Actor, LoggedEvent, NewEvent, append, append_many_sync, subscribe
 from vbank.config import Settings
 from vbank.contact.models import Contact
 from vbank.db import Database, async_url
@@ -57,11 +58,11 @@ def _db_key(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-async def on_contact_closed(session: AsyncSession, event: LoggedEvent) -> None:
+def on_contact_closed(session: Session, event: LoggedEvent) -> None:
     """Audit listener: runs inside the closing transaction, so the survey commits with it."""
     surveys = _installed.get(_db_key(session.get_bind().engine.url))
     if surveys is not None and event.session_ref is not None:
-        await surveys.offer(session, event.session_ref, json.loads(event.payload))
+        surveys.offer(session, event.session_ref, json.loads(event.payload))
 
 
 class Surveys:
@@ -86,13 +87,11 @@ class Surveys:
 
     # ------------------------------------------------------------------ offer
 
-    async def offer(
-        self, session: AsyncSession, contact_id: str, closed: dict[str, Any]
-    ) -> Survey | None:
+    def offer(self, session: Session, contact_id: str, closed: dict[str, Any]) -> Survey | None:
         """Create the contact's survey unless the contact never reached an agent or the
         customer was surveyed within the fatigue window.  The audit head is locked by the
         closing transaction, so two closes cannot both pass the fatigue check."""
-        contact = await session.get(Contact, contact_id)
+        contact = session.get(Contact, contact_id)
         if contact is None or not reached_agent(contact.assigned_at):
             return None
         now = self.clock()
@@ -103,7 +102,7 @@ class Surveys:
                 (Survey.contact_id == contact_id)
                 | ((Survey.customer_id == contact.customer_id) & (Survey.created_at > since))
             )
-        if await session.scalar(recent.limit(1)) is not None:
+        if session.scalar(recent.limit(1)) is not None:
             logger.info("no survey for contact %s: fatigue cap", contact_id)
             return None
         agent_id = closed.get("agent_id")
@@ -117,12 +116,13 @@ class Surveys:
             created_at=now,
         )
         session.add(survey)
-        await session.flush()
-        await append(
-            session,
-            "survey.offered",
-            {"survey_id": survey.id, "contact_id": contact_id, "customer_id": survey.customer_id},
-        )
+        session.flush()
+        payload = {
+            "survey_id": survey.id,
+            "contact_id": contact_id,
+            "customer_id": survey.customer_id,
+        }
+        append_many_sync(session, [NewEvent("survey.offered", payload)])
         return survey
 
     # ------------------------------------------------------------------ customer page
