@@ -141,7 +141,6 @@ class Realtime:
         await self.verifier.close()
         await self.trading.close()
         await self.calls.shutdown()
-        await self.contacts.close()
 
     async def _ticker(self) -> None:
         while True:

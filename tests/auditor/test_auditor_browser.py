@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, BrowserContext, Page, expect
+from playwright.async_api import Browser, expect
 
 from tests.auditor.conftest import People, Seeder, events_of, make_mkv
 from tests.browser.conftest import base_url, browser, live_server  # noqa: F401 (fixtures)
-from tests.conftest import TEST_PASSWORD
+from tests.browser.helpers import signed_in_page
 from vbank.db import Database
 
 pytestmark = pytest.mark.browser
@@ -25,17 +25,6 @@ def _jpeg(shade: int) -> bytes:
     ok, buf = cv2.imencode(".jpg", img)
     assert ok
     return buf.tobytes()
-
-
-async def _signin(context: BrowserContext, base: str, username: str, home: str) -> Page:
-    page = await context.new_page()
-    await page.goto(base + "/signin")
-    await expect(page.locator("body[data-ready='true']")).to_have_count(1)
-    await page.fill("#username", username)
-    await page.fill("#password", TEST_PASSWORD)
-    await page.click("#signin-submit")
-    await page.wait_for_url(f"**/{home}")
-    return page
 
 
 async def test_auditor_finds_opens_and_plays_a_session(
@@ -59,7 +48,7 @@ async def test_auditor_finds_opens_and_plays_a_session(
     base = base_url(live_server)
 
     context = await browser.new_context(locale="en", timezone_id="Asia/Shanghai")
-    page = await _signin(context, base, "audrey", "auditor")
+    page = await signed_in_page(context, base, "audrey", "auditor")
     await expect(page.locator("body[data-auditor-ready='true']")).to_have_count(1)
     # the newest sessions are listed at once; a search narrows them down
     await expect(page.locator("#results tr.session-row")).to_have_count(2)
@@ -152,7 +141,7 @@ async def test_auditor_finds_opens_and_plays_a_session(
 
     # an agent is refused the page and the API
     context = await browser.new_context(locale="en")
-    page = await _signin(context, base, "ana", "agent")
+    page = await signed_in_page(context, base, "ana", "agent")
     resp = await page.request.get(base + "/auditor", max_redirects=0)
     assert resp.status == 403
     resp = await page.request.get(base + "/api/auditor/sessions")

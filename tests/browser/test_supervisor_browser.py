@@ -11,7 +11,8 @@ from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, expect
 
 from tests.browser.conftest import base_url
-from tests.conftest import TEST_PASSWORD, MakeUser
+from tests.browser.helpers import signed_in_page
+from tests.conftest import MakeUser
 from tests.supervision.data import add_survey, agent_ready, handled_contact, queued_contact
 from vbank.context import SERVICES
 from vbank.roles import Role
@@ -21,16 +22,9 @@ pytestmark = pytest.mark.browser
 
 async def supervisor_page(browser: Browser, base: str, lang: str = "en") -> Page:
     context = await browser.new_context(locale=lang)
-    page = await context.new_page()
     errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    await page.goto(base + "/signin")
-    await expect(page.locator("body[data-ready='true']")).to_have_count(1)
-    await page.fill("#username", "sam")
-    await page.fill("#password", TEST_PASSWORD)
-    await page.click("#signin-submit")
-    await page.wait_for_url("**/supervisor")
-    await expect(page.locator("body[data-ready='true']")).to_have_count(1)
+    context.on("weberror", lambda err: errors.append(str(err.error)))
+    page = await signed_in_page(context, base, "sam", "supervisor")
     assert errors == []
     return page
 

@@ -210,12 +210,6 @@ class ChatWriter:
         self.batches = 0
         self.messages = 0
 
-    async def start(self) -> None:
-        """Nothing to start: the database's writer runs on demand."""
-
-    async def stop(self) -> None:
-        """Nothing to stop: the database's writer finishes its batch when it is closed."""
-
     async def post(
         self, contact_id: str, sender_id: int, sender_role: str, client_id: str | None, text: str
     ) -> PostResult:

@@ -123,10 +123,6 @@ class ContactService:
                 self.router.restore_assignment(
                     agent_id, c.id, c.skill, enqueued_at=queued_at.timestamp(), now=now
                 )
-        await self.chat.start()
-
-    async def close(self) -> None:
-        await self.chat.stop()
 
     # ------------------------------------------------------------------ queries
 

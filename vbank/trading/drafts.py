@@ -8,25 +8,17 @@ is also the idempotency key handed to the trading backend (one draft executes on
 from __future__ import annotations
 
 from datetime import datetime
+from typing import get_args
 
 from sqlalchemy import BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from signaling.protocol import TradeState
 from vbank.db import Base
 
 #: pending → confirmed (executing) → executed | failed | status_unknown;
-#: pending → rejected | withdrawn | expired
-DRAFT_STATES = (
-    "pending",
-    "confirmed",
-    "executed",
-    "failed",
-    "status_unknown",
-    "rejected",
-    "withdrawn",
-    "expired",
-)
-OPEN_STATES = ("pending",)
+#: pending → rejected | withdrawn | expired  (the states trade.card frames carry)
+DRAFT_STATES: tuple[str, ...] = get_args(TradeState)
 
 
 class TradeDraft(Base):

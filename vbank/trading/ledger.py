@@ -73,9 +73,6 @@ def _execution(row: Any, *, replayed: bool = False) -> Execution:
 
 # Statements of the hot path are built once: SQLAlchemy memoises their cache keys, and
 # running them on the unit's connection skips the ORM execution layer.
-_ACCOUNTS_Q = (
-    select(_ACCOUNTS).where(_ACCOUNTS.c.owner_id == bindparam("owner")).order_by(_ACCOUNTS.c.id)
-)
 _ACCOUNTS_OF_MANY = (
     select(_ACCOUNTS)
     .where(_ACCOUNTS.c.owner_id.in_(bindparam("owners", expanding=True)))
@@ -122,13 +119,10 @@ _MOVE = (
 )
 
 
-def _accounts_query(customer_id: int) -> Any:
-    return _ACCOUNTS_Q.params(owner=customer_id)
-
-
 async def accounts_of(session: AsyncSession, customer_id: int) -> list[AccountView]:
     """The customer's accounts with balances (what validation and cards are built from)."""
-    return [_view(a) for a in await session.execute(_accounts_query(customer_id))]
+    rows = await session.execute(_ACCOUNTS_OF_MANY, {"owners": [customer_id]})
+    return [_view(a) for a in rows]
 
 
 def accounts_by_owner(session: Session, owners: Sequence[int]) -> dict[int, list[AccountView]]:

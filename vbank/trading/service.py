@@ -273,11 +273,7 @@ class TradingService:
         async with self.db.sessions() as session:
             if caller.role is Role.CUSTOMER:
                 return await accounts_of(session, caller.user_id)
-            contact = await session.get(Contact, contact_id) if contact_id else None
-            if contact is None or contact.agent_id != caller.user_id:
-                raise OperationError("not_found", "no such contact")
-            if contact.state != "assigned":
-                raise refuse("contact_closed")
+            contact = _mine(await session.get(Contact, contact_id) if contact_id else None, caller)
             check_can_draft(contact.verified_at, self.clock(), self.policy)
             return await accounts_of(session, contact.customer_id)
 
