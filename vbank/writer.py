@@ -28,7 +28,7 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import create_engine
 from sqlalchemy.exc import DBAPIError
@@ -167,7 +167,8 @@ class GroupWriter:
             deferred.clear()
         self.batches += 1
         self.units += len(jobs)
-        return [o if o is not None else _Outcome(error=RuntimeError("lost")) for o in outcomes]
+        assert all(o is not None for o in outcomes), "every job has its outcome"
+        return cast(list[_Outcome], outcomes)
 
     @staticmethod
     def _together(

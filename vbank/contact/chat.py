@@ -97,16 +97,14 @@ _LAST_SEQ = (
 )
 
 
-def store_batch(
-    session: Session, batch: list[_Pending], now: datetime | None = None
-) -> list[PostResult | PostRefused]:
+def store_batch(session: Session, batch: list[_Pending]) -> list[PostResult | PostRefused]:
     """Check, number, insert and audit a batch inside the caller's transaction.
 
     A constant number of statements however long the batch is: the contacts and the
     earlier copies of resent messages are read with one query each, the rows and their
     audit events are written with one multi-row insert each.
     """
-    now = now or datetime.now(UTC)
+    now = datetime.now(UTC)
     conn = session.connection()
     # plain rows, not ORM objects: only what the checks and the numbering need
     ids = sorted({p.contact_id for p in batch})

@@ -37,6 +37,7 @@ from vbank.trading.operations import (
     OwnTransfer,
     PayeeTransfer,
     TermDeposit,
+    amount_of,
     check,
     operation_fingerprint,
 )
@@ -250,7 +251,7 @@ class LedgerBackend:
                     for r in by_owner.get(p.customer_id, ())
                 ]
                 check(p.op, own)
-                amount = _amount(p.op)
+                amount = amount_of(p.op)
                 if isinstance(p.op, PayeeTransfer):
                     limits.check(p.customer_id, p.op, by_number.get(p.op.payee_account))
                 if isinstance(p.op, LimitChange):  # later postings of the batch see it
@@ -378,10 +379,6 @@ class Posting:
     @property
     def fingerprint(self) -> str:
         return operation_fingerprint(self.op, self.customer_id)
-
-
-def _amount(op: Operation) -> int:
-    return op.new_daily_limit_minor if isinstance(op, LimitChange) else op.amount_minor
 
 
 def _legs(op: Operation, by_number: dict[str, Any], amount: int) -> list[tuple[int, int]]:

@@ -235,6 +235,11 @@ def check(op: Operation, accounts: Sequence[AccountView]) -> None:
     _funds(src, op.amount_minor)
 
 
+def amount_of(op: Operation) -> int:
+    """The amount an operation is about, in minor units (a limit change: the new limit)."""
+    return op.new_daily_limit_minor if isinstance(op, LimitChange) else op.amount_minor
+
+
 def fee_minor(op: Operation) -> int:
     """Fees charged for an operation (none of today's types has one)."""
     return 0

@@ -44,9 +44,9 @@ from vbank.trading.ledger import LedgerBackend, Posting, accounts_by_owner, acco
 from vbank.trading.operations import (
     LANGS,
     AccountView,
-    LimitChange,
     Operation,
     OperationError,
+    amount_of,
     card_hash,
     check,
     parse_operation,
@@ -118,10 +118,6 @@ class _Confirmed:
     view: DraftView
     refusal: OperationError | None = None
     operation: Operation | None = None
-
-
-def _amount(op: Operation) -> int:
-    return op.new_daily_limit_minor if isinstance(op, LimitChange) else op.amount_minor
 
 
 Draft = dict[str, Any]  # a trade_drafts row being worked on inside a writer unit
@@ -354,7 +350,7 @@ class TradingService:
         check(it.op, accounts)
         cards: dict[str, Any] = {lang: render(it.op, accounts, lang) for lang in LANGS}
         hashes = {lang: card_hash(card) for lang, card in cards.items()}
-        amount = _amount(it.op)
+        amount = amount_of(it.op)
         row = {
             "id": "d" + uuid.uuid4().hex,
             "contact_id": it.contact_id,
