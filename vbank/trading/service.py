@@ -592,10 +592,20 @@ class TradingService:
     # ------------------------------------------------------------------ housekeeping
 
     async def expire_due(self) -> list[DraftView]:
-        """Expire pending drafts past their time (run by the service's ticker)."""
+        """Expire pending drafts past their time (run by the service's ticker every second:
+        a plain read first, so an idle tick never takes the write lock)."""
+        now = self.clock()
+        async with self.db.sessions() as session:
+            due = await session.scalar(
+                select(_DRAFTS.c.id)
+                .where(_DRAFTS.c.state == "pending", _DRAFTS.c.expires_at <= now)
+                .limit(1)
+            )
+        if due is None:
+            return []
 
         def unit(session: Session) -> list[DraftView]:
-            rows = _pending(session, _DRAFTS.c.expires_at <= self.clock())
+            rows = _pending(session, _DRAFTS.c.expires_at <= now)
             for row in rows:
                 self._set(row, "expired", "draft_expired")
                 _audit(session, row, "trade.expired", SYSTEM)
