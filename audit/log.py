@@ -76,21 +76,31 @@ def event_bytes(
     concatenation: the stored payload is already canonical JSON text and is embedded
     byte for byte (so verification does not parse it, and any change to it shows).
     """
+    return event_body(seq, ts_us, actor_id, actor_role, session_ref, type, payload)
+
+
+def event_body(
+    seq: int,
+    ts_us: int,
+    actor_id: int | None,
+    actor_role: str | None,
+    session_ref: str | None,
+    type_: str,
+    payload: str,
+) -> bytes:
+    """:func:`event_bytes` with positional arguments: the verifier calls it once per event,
+    so the common values (None, plain str) skip the helper calls."""
     return (
         '{"actor_id":'
-        + _json_scalar(actor_id)
+        + ("null" if actor_id is None else _json_scalar(actor_id))
         + ',"actor_role":'
-        + _json_scalar(actor_role)
+        + ("null" if actor_role is None else _json_scalar(actor_role))
         + ',"payload":'
         + payload
-        + ',"seq":'
-        + str(int(seq))
-        + ',"session":'
-        + _json_scalar(session_ref)
-        + ',"ts_us":'
-        + str(int(ts_us))
-        + ',"type":'
-        + _json_scalar(type)
+        + f',"seq":{int(seq)},"session":'
+        + ("null" if session_ref is None else _json_scalar(session_ref))
+        + f',"ts_us":{int(ts_us)},"type":'
+        + (_json_str(type_) if type(type_) is str else _json_scalar(type_))
         + "}"
     ).encode()
 

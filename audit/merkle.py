@@ -183,28 +183,40 @@ class MerkleTree:
         for h in leaf_hashes:
             _check_hash(h, "leaf hash")
             batch += h
-        if not batch:
+        self.extend_packed(batch)
+
+    def extend_packed(self, leaf_hashes: bytes | bytearray) -> None:
+        """:meth:`extend` with the leaf hashes already packed end to end (32 bytes each)."""
+        if len(leaf_hashes) % HASH_SIZE:
+            raise ProofError(f"packed leaf hashes must be a multiple of {HASH_SIZE} bytes")
+        if not leaf_hashes:
             return
-        self._levels[0] += batch
+        self._levels[0] += leaf_hashes
         self._size = len(self._levels[0]) // HASH_SIZE
+        self._grow()
+
+    def _grow(self) -> None:
+        """Hash every parent whose two children exist but which is not stored yet."""
         sha256 = hashlib.sha256
+        prefix = _NODE_PREFIX
         pair = 2 * HASH_SIZE
         level = 0
         while True:
             row = self._levels[level]
             parents = len(row) // pair
+            if parents == 0:
+                break
             if level + 1 == len(self._levels):
-                if parents == 0:
-                    break
                 self._levels.append(bytearray())
             up = self._levels[level + 1]
             have = len(up) // HASH_SIZE
-            if have == parents:
-                break
-            up += b"".join(
-                sha256(_NODE_PREFIX + row[i * pair : (i + 1) * pair]).digest()
-                for i in range(have, parents)
-            )
+            if have < parents:
+                up += b"".join(
+                    [
+                        sha256(prefix + row[i : i + pair]).digest()
+                        for i in range(have * pair, parents * pair, pair)
+                    ]
+                )
             level += 1
 
     def leaf_hash(self, index: int) -> bytes:

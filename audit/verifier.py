@@ -42,9 +42,10 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
-from sqlalchemy import Row, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from audit.chain_check import ChainFeeder, Malformed
 from audit.checkpoint import CheckpointError, verify_checkpoint
 from audit.checkpoints import WitnessRecord, from_us, load_checkpoints, signed_at_of, stored_body
 from audit.keys import KeyRegistry
@@ -52,7 +53,6 @@ from audit.log import (
     GENESIS_HASH,
     EventLike,
     LoggedEvent,
-    event_bytes,
     iter_events,
     link_hash,
     row_bytes,
@@ -84,7 +84,6 @@ logger = logging.getLogger(__name__)
 EXPORT_FORMAT = "vbank-audit-log/1"
 _LEAF = b"\x00"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_EVENT_FIELDS = tuple(AuditEvent.__table__.columns.keys())
 _sha256 = hashlib.sha256
 _FEED_BATCH = 4096
 
@@ -183,149 +182,12 @@ def event_json(row: EventLike) -> dict[str, Any]:
     ).to_json()
 
 
-@dataclass(frozen=True)
-class _Malformed:
-    """An export line that is not a readable event, standing where an event should be."""
-
-    line: int
-    reason: str
-
-
 @dataclass
 class _Target:
     size: int
     root: bytes
     signed_at_us: int
     source: str
-
-
-def _self_consistent(prev_hash: str, body: bytes, hash_: str) -> bool:
-    """Whether an event's hash matches its own stored link (it was not edited alone).
-
-    The link must be canonical hex: ``bytes.fromhex`` would also take upper case or spaces.
-    """
-    if not isinstance(prev_hash, str) or not _HEX64.fullmatch(prev_hash):
-        return False
-    try:
-        return link_hash(prev_hash, body) == hash_
-    except (ValueError, TypeError):
-        return False
-
-
-class _ChainFeeder:
-    """Checks events one by one and builds the Merkle tree of those that pass.
-
-    Rows fed to one feeder come from one query (their column order is checked once).
-
-    Locating the first bad event: a plain edit, deletion or reordering breaks at its own
-    position. A forged event with a valid link (an insertion or an edit whose own hash
-    was recomputed) only breaks the *next* link; then the event at the break tells
-    which one is foreign: an intact event that points at a different predecessor blames
-    that predecessor, and two events claiming the same number are told apart by the
-    event after them (or the head), which links to the original.
-    """
-
-    def __init__(self) -> None:
-        self.tree = MerkleTree()
-        self.count = 0
-        self.prev_hex = GENESIS_HASH
-        self._prev_raw = bytes(32)
-        self._prev_prev_hex = GENESIS_HASH
-        self._leaves: list[bytes] = []
-        self._suspect: tuple[int, str, str] | None = None  # (position, its hash, reason)
-        self._row_layout: bool | None = None
-        self.failure: tuple[int, str] | None = None
-
-    def feed(self, row: EventLike | _Malformed) -> bool:
-        """Take the next event; False (and ``failure`` set) at the first bad one."""
-        if type(row) is _Malformed:
-            if self._suspect is not None:
-                self._resolve(None)
-            else:
-                self.failure = (self.count + 1, f"line {row.line}: {row.reason}")
-            return False
-        if type(row) is Row and (
-            self._row_layout if self._row_layout is not None else self._check_layout(row)
-        ):
-            # positional: attribute access on a Row costs more than all the hashing
-            seq, ts_us, actor_id, actor_role, session_ref, type_, payload, prev_hash, hash_ = row
-        else:
-            assert not isinstance(row, _Malformed)
-            seq, ts_us, actor_id, actor_role = row.seq, row.ts_us, row.actor_id, row.actor_role
-            session_ref, type_, payload = row.session_ref, row.type, row.payload
-            prev_hash, hash_ = row.prev_hash, row.hash
-        if self._suspect is not None:
-            self._resolve(prev_hash)
-            return False
-        expected = self.count + 1
-        try:
-            body = event_bytes(
-                seq=seq,
-                ts_us=ts_us,
-                actor_id=actor_id,
-                actor_role=actor_role,
-                session_ref=session_ref,
-                type=type_,
-                payload=payload,
-            )
-        except (ValueError, TypeError):
-            self.failure = (expected, "event is malformed")
-            return False
-        if seq != expected:
-            if (
-                seq == expected - 1
-                and hash_ != self.prev_hex
-                and prev_hash == self._prev_prev_hex
-                and _self_consistent(prev_hash, body, hash_)
-            ):
-                # two events claim number expected - 1: the next one links to the original
-                self._suspect = (expected, hash_, f"two events claim to be event {expected - 1}")
-                return True
-            self.failure = (expected, f"expected event {expected}, found {seq}")
-            return False
-        if prev_hash != self.prev_hex:
-            if expected > 1 and _self_consistent(prev_hash, body, hash_):
-                # intact, but after another predecessor: that one was changed, unless
-                # this event is itself foreign (then the log does not go on from it)
-                reason = f"event {expected} does not follow event {expected - 1}"
-                self._suspect = (expected, hash_, reason)
-                return True
-            self.failure = (expected, "link to the previous event is broken")
-            return False
-        digest = _sha256(self._prev_raw + body).digest()
-        if digest.hex() != hash_:
-            self.failure = (expected, "event content does not match its hash")
-            return False
-        self._prev_prev_hex = self.prev_hex
-        self._prev_raw = digest
-        self.prev_hex = hash_
-        self._leaves.append(_sha256(_LEAF + body).digest())
-        if len(self._leaves) >= _FEED_BATCH:
-            self.flush()
-        self.count = expected
-        return True
-
-    def _check_layout(self, row: Row[Any]) -> bool:
-        """Rows of one query share their columns: check the first one's order once."""
-        self._row_layout = row._fields == _EVENT_FIELDS
-        return self._row_layout
-
-    def _resolve(self, next_link: str | None) -> None:
-        """If the log goes on from the suspect, the event before it is the foreign one."""
-        assert self._suspect is not None
-        position, suspect, reason = self._suspect
-        self._suspect = None
-        self.failure = (position - 1 if next_link == suspect else position, reason)
-
-    def end(self, head_hash: str | None) -> None:
-        """The stream ended; a suspect left by the last event is judged by the head."""
-        if self._suspect is not None:
-            self._resolve(head_hash)
-
-    def flush(self) -> None:
-        if self._leaves:
-            self.tree.extend(self._leaves)
-            self._leaves = []
 
 
 def _check_claims(
@@ -375,12 +237,11 @@ class _Verification:
         ]
         self.targets, self.origin, self.bad_claim = _check_claims(all_claims, keys, origin)
         self.witnessed = len(witness)
-        self.chain = _ChainFeeder()
+        self.chain = ChainFeeder()
 
     def finish(self, head: tuple[int, str] | None) -> VerifyReport:
         chain = self.chain
         chain.end(head[1] if head is not None else None)
-        chain.flush()
         n = chain.count
         if self.bad_claim is not None:
             size, reason = self.bad_claim
@@ -446,7 +307,7 @@ def _note_size(note: str) -> int:
 
 
 def verify_log(
-    events: Iterable[EventLike | _Malformed],
+    events: Iterable[EventLike | Malformed],
     checkpoints: Sequence[CheckpointClaim],
     keys: KeyRegistry,
     *,
@@ -457,9 +318,7 @@ def verify_log(
     """Verify events (in stored order) against checkpoints, the head and a witness."""
     run = _Verification(keys, checkpoints, witness, origin)
     if run.bad_claim is None:
-        for row in events:
-            if not run.chain.feed(row):
-                break
+        run.chain.feed_all(events)
     return run.finish(head)
 
 
@@ -476,10 +335,24 @@ async def verify_from_database(
     head = (await session.execute(select(AuditHead).where(AuditHead.id == 1))).scalar_one_or_none()
     run = _Verification(keys, claims, witness, origin)
     if run.bad_claim is None:
-        async for row in iter_events(session):
-            if not run.chain.feed(row):
+        async for batch in _event_batches(session):
+            if not run.chain.feed_all(batch):
                 break
     return run.finish((head.seq, head.hash) if head else (0, GENESIS_HASH))
+
+
+async def _event_batches(session: AsyncSession) -> AsyncIterator[Sequence[Any]]:
+    """All events in sequence order, one query result at a time (like ``iter_events``,
+    without an await per event)."""
+    table = AuditEvent.__table__
+    last = 0
+    while True:
+        query = select(table).where(table.c.seq > last).order_by(table.c.seq).limit(5000)
+        rows: Sequence[Any] = (await session.execute(query)).all()
+        if not rows:
+            return
+        yield rows
+        last = rows[-1].seq
 
 
 # ------------------------------------------------------------------------------- export
@@ -545,33 +418,33 @@ class _ExportMeta:
     head: tuple[int, str] | None = None
 
 
-def _records(lines: Iterable[bytes]) -> Iterator[tuple[int, dict[str, Any] | _Malformed]]:
+def _records(lines: Iterable[bytes]) -> Iterator[tuple[int, dict[str, Any] | Malformed]]:
     for number, raw in enumerate(lines, start=1):
         try:
             obj = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
-            yield number, _Malformed(number, "not a JSON record")
+            yield number, Malformed(number, "not a JSON record")
             continue
         if not isinstance(obj, dict) or (len(obj) != 1 and "format" not in obj):
-            yield number, _Malformed(number, "not a log record")
+            yield number, Malformed(number, "not a log record")
             continue
         if _line(obj).encode() != raw:  # every byte counts: no spacing or escaping variants
-            yield number, _Malformed(number, "record is not in canonical form")
+            yield number, Malformed(number, "record is not in canonical form")
             continue
         yield number, obj
 
 
-def _export_events(lines: Iterable[bytes]) -> Iterator[ExportedEvent | _Malformed]:
+def _export_events(lines: Iterable[bytes]) -> Iterator[ExportedEvent | Malformed]:
     for number, obj in _records(lines):
-        if isinstance(obj, _Malformed):
+        if isinstance(obj, Malformed):
             yield obj
         elif "event" in obj:
             try:
                 yield ExportedEvent.from_json(obj["event"])
             except ValueError as exc:
-                yield _Malformed(number, str(exc))
+                yield Malformed(number, str(exc))
         elif not ({"format", "checkpoint", "head"} & obj.keys()):
-            yield _Malformed(number, "unknown record")
+            yield Malformed(number, "unknown record")
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -581,7 +454,7 @@ def _is_int(value: object) -> TypeGuard[int]:
 def _export_meta(lines: Iterable[bytes]) -> _ExportMeta:
     meta = _ExportMeta()
     for number, obj in _records(lines):
-        if isinstance(obj, _Malformed):
+        if isinstance(obj, Malformed):
             continue
         if number == 1 and obj.get("format") == EXPORT_FORMAT:
             meta.header = obj

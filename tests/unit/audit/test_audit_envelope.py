@@ -20,6 +20,7 @@ from audit.envelope import (
     EnvelopeError,
     EnvelopeFormatError,
     EnvelopeHeader,
+    EnvelopeInfo,
     EnvelopeReader,
     EnvelopeWriter,
     FileIdMismatchError,
@@ -326,3 +327,38 @@ def test_bench_encrypt_smoke() -> None:
     result = bench_encrypt(0.25)
     assert set(result) >= {"encrypt_mb_per_s", "aesgcm_mb_per_s"}
     assert result["encrypt_mb_per_s"] > 0 and result["aesgcm_mb_per_s"] > 0
+
+
+def test_big_writes_hash_in_a_thread_with_the_same_bytes_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Writes of >= 256 KiB hash in a thread; the file and its info are byte-identical
+    to small writes, and a buffer reused after write() returns does not change them."""
+    counter = iter(range(1_000_000))
+    monkeypatch.setattr(
+        "audit.envelope.secrets.token_bytes", lambda n: bytes([next(counter) % 256]) * n
+    )
+    data = os.urandom(3 * 1024 * 1024 + 12345)
+
+    def encrypt(piece: int, reuse: bool) -> tuple[bytes, EnvelopeInfo]:
+        nonlocal counter
+        counter = iter(range(1_000_000))
+        out = io.BytesIO()
+        writer = EnvelopeWriter(out, RING)
+        scratch = bytearray(piece)
+        for i in range(0, len(data), piece):
+            part = data[i : i + piece]
+            if reuse:
+                scratch[: len(part)] = part
+                writer.write(memoryview(scratch)[: len(part)])
+                scratch[:] = bytes(len(scratch))  # reused right away
+            else:
+                writer.write(part)
+        info = writer.close()
+        return out.getvalue(), info
+
+    small, small_info = encrypt(4096, False)
+    big, big_info = encrypt(1 << 20, True)
+    assert big == small and big_info == small_info
+    assert big_info.sha256 == hashlib.sha256(data).digest()
+    assert decrypt_bytes(big, RING) == data
