@@ -73,7 +73,11 @@ def create_app(settings: Settings, db: Database | None = None) -> web.Applicatio
     media = MediaManager(MediaConfig(), ice_servers=lambda: server_ice_servers(ice) if ice else ())
     evidence = EvidenceStore.from_settings(settings)
     calls = Calls(services.db, hub, media, settings.data_dir / "recordings", evidence.keyring)
-    contacts = ContactService(services.db, grace_s=settings.agent_grace_s)
+    contacts = ContactService(
+        services.db,
+        grace_s=settings.agent_grace_s,
+        chat_in_process=settings.chat_writer == "process",
+    )
     verifier = Verifier(
         services.db,
         hub,

@@ -130,6 +130,7 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     agent_grace_s: float = 30.0
     ws_rate_scale: float = 1.0
+    chat_writer: str = "process"  # where chat lines are stored: "process" (own core) or "thread"
     verify_steps: int = 4
     verify_fixed_steps: tuple[str, ...] = ()
     verify_time_limit_s: float = 20.0
@@ -219,6 +220,7 @@ class Settings:
                 _int(e.get("VBANK_VERIFY_TIME_LIMIT_S", "20"), "VBANK_VERIFY_TIME_LIMIT_S")
             ),
             ws_rate_scale=float(e.get("VBANK_WS_RATE_SCALE", "1")),
+            chat_writer=_chat_writer(e.get("VBANK_CHAT_WRITER", "process")),
             agent_grace_s=float(_int(e.get("VBANK_AGENT_GRACE_S", "30"), "VBANK_AGENT_GRACE_S")),
             turn_secret=e.get("VBANK_TURN_SECRET", ""),
             turn_urls=urls("VBANK_TURN_URLS"),
@@ -255,6 +257,13 @@ class Settings:
             ),
             webhook_poll_s=float(_int(e.get("VBANK_WEBHOOK_POLL_S", "2"), "VBANK_WEBHOOK_POLL_S")),
         )
+
+
+def _chat_writer(value: str) -> str:
+    value = value.strip() or "process"
+    if value not in ("process", "thread"):
+        raise ConfigError(f"VBANK_CHAT_WRITER must be process or thread, got {value!r}")
+    return value
 
 
 def _trading(e: Mapping[str, str]) -> dict[str, object]:

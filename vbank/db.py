@@ -27,6 +27,7 @@ from sqlalchemy.orm import DeclarativeBase
 
 if TYPE_CHECKING:
     from vbank.writer import GroupWriter
+    from vbank.writer_process import ProcessWriter
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ class Database:
             configure_sqlite(self.engine.sync_engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writer: GroupWriter | None = None
+        self._process_writer: ProcessWriter | None = None
 
     @property
     def writer(self) -> GroupWriter:
@@ -124,6 +126,15 @@ class Database:
 
             self._writer = GroupWriter(sync_url(self.url), sqlite=self.is_sqlite)
         return self._writer
+
+    @property
+    def process_writer(self) -> ProcessWriter:
+        """The group-commit writer in a child process (started on its first batch)."""
+        if self._process_writer is None:
+            from vbank.writer_process import ProcessWriter
+
+            self._process_writer = ProcessWriter(sync_url(self.url), sqlite=self.is_sqlite)
+        return self._process_writer
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -136,6 +147,9 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
+        if self._process_writer is not None:
+            await self._process_writer.close()
+            self._process_writer = None
         if self._writer is not None:
             await self._writer.close()
             self._writer = None

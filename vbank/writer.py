@@ -64,25 +64,30 @@ class _UnitFailed(Exception):
 
 
 @dataclass
-class _Job:
+class Job:
     """A plain unit (``handler`` None) or one item of a bulk handler."""
 
     unit: Unit | None
     handler: BulkHandler | None
     item: Any
-    future: asyncio.Future[Any]
 
 
 @dataclass
-class _Outcome:
+class Outcome:
+    """What one job gave: a value, or the exception its caller gets."""
+
     value: Any = None
     error: BaseException | None = None
 
 
-class GroupWriter:
-    """Runs units of work in batched transactions on one blocking connection."""
+class BatchRunner:
+    """Runs batches of jobs in one transaction each on one blocking connection.
 
-    def __init__(self, sync_url: Any, *, sqlite: bool, max_batch: int = MAX_BATCH) -> None:
+    No asyncio here: :class:`GroupWriter` calls it in a thread and
+    :mod:`vbank.writer_process` in a child process.
+    """
+
+    def __init__(self, sync_url: Any, *, sqlite: bool) -> None:
         from vbank.db import configure_sqlite
 
         kwargs: dict[str, Any] = {"pool_size": 1, "max_overflow": 0}
@@ -91,54 +96,11 @@ class GroupWriter:
         self.engine = create_engine(sync_url, **kwargs)
         if sqlite:
             configure_sqlite(self.engine)
-        self.max_batch = max_batch
-        self._queue: list[_Job] = []
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="vbank-writer")
-        self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.units = 0
 
-    async def run(self, unit: Callable[[Session], T]) -> T:
-        """Run ``unit(session)`` in the next batch; its result or exception comes back."""
-        result: T = await self._submit(unit, None, None)
-        return result
-
-    async def run_bulk(self, handler: Callable[[Session, list[I]], Sequence[Any]], item: I) -> Any:
-        """Hand ``item`` to ``handler`` together with the other items of the batch; the
-        item's outcome comes back (an exception instance is raised here)."""
-        return await self._submit(None, handler, item)
-
-    async def _submit(self, unit: Unit | None, handler: BulkHandler | None, item: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append(_Job(unit, handler, item, future))
-        if self._task is None or self._task.done():
-            self._task = loop.create_task(self._drain(), name="vbank-group-writer")
-        return await future
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._queue:
-            batch = self._queue[: self.max_batch]
-            del self._queue[: self.max_batch]
-            try:
-                outcomes = await loop.run_in_executor(self._executor, self._run_batch, batch)
-            except Exception as exc:  # begin or commit failed: no unit took effect
-                outcomes = [_Outcome(error=exc) for _ in batch]
-            except BaseException:
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(RuntimeError("the database writer stopped"))
-                raise
-            for job, out in zip(batch, outcomes, strict=True):
-                if job.future.done():
-                    continue
-                if out.error is not None:
-                    job.future.set_exception(out.error)
-                else:
-                    job.future.set_result(out.value)
-
-    def _run_batch(self, jobs: list[_Job]) -> list[_Outcome]:
+    def run_batch(self, jobs: list[Job]) -> list[Outcome]:
+        """Every job's outcome; raises only if the batch as a whole could not commit."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 try:
@@ -153,8 +115,8 @@ class GroupWriter:
                 logger.info("write batch retried after %s", _sqlstate(exc))
         raise AssertionError("unreachable")
 
-    def _attempt(self, jobs: list[_Job], *, savepoints: bool) -> list[_Outcome]:
-        outcomes: list[_Outcome | None] = [None] * len(jobs)
+    def _attempt(self, jobs: list[Job], *, savepoints: bool) -> list[Outcome]:
+        outcomes: list[Outcome | None] = [None] * len(jobs)
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             deferred: list[NewEvent] = session.info.setdefault(_AUDIT_KEY, [])
             if savepoints:
@@ -168,17 +130,17 @@ class GroupWriter:
         self.batches += 1
         self.units += len(jobs)
         assert all(o is not None for o in outcomes), "every job has its outcome"
-        return cast(list[_Outcome], outcomes)
+        return cast(list[Outcome], outcomes)
 
     @staticmethod
     def _together(
-        session: Session, jobs: list[_Job], indices: list[int], outcomes: list[_Outcome | None]
+        session: Session, jobs: list[Job], indices: list[int], outcomes: list[Outcome | None]
     ) -> None:
         first = jobs[indices[0]]
         try:
             if first.handler is None:
                 assert first.unit is not None
-                outcomes[indices[0]] = _Outcome(value=first.unit(session))
+                outcomes[indices[0]] = Outcome(value=first.unit(session))
                 return
             results = first.handler(session, [jobs[i].item for i in indices])
         except DBAPIError as exc:
@@ -191,39 +153,115 @@ class GroupWriter:
             raise _UnitFailed(f"{first.handler!r} returned {len(results)} outcomes")
         for i, result in zip(indices, results, strict=True):
             if isinstance(result, Exception):
-                outcomes[i] = _Outcome(error=result)
+                outcomes[i] = Outcome(error=result)
             else:
-                outcomes[i] = _Outcome(value=result)
+                outcomes[i] = Outcome(value=result)
 
     @staticmethod
-    def _alone(session: Session, job: _Job, deferred: list[NewEvent]) -> _Outcome:
+    def _alone(session: Session, job: Job, deferred: list[NewEvent]) -> Outcome:
         mark = len(deferred)
         try:
             with session.begin_nested():
                 if job.handler is None:
                     assert job.unit is not None
-                    return _Outcome(value=job.unit(session))
+                    return Outcome(value=job.unit(session))
                 [result] = job.handler(session, [job.item])
                 if isinstance(result, Exception):
                     raise result
-                return _Outcome(value=result)
+                return Outcome(value=result)
         except DBAPIError as exc:
             if _sqlstate(exc) in RETRYABLE_SQLSTATES:
                 raise
             del deferred[mark:]
-            return _Outcome(error=exc)
+            return Outcome(error=exc)
         except Exception as exc:
             del deferred[mark:]
-            return _Outcome(error=exc)
+            return Outcome(error=exc)
 
-    async def close(self) -> None:
-        if self._task is not None and not self._task.done():
-            await asyncio.gather(self._task, return_exceptions=True)
-        self._executor.shutdown(wait=True)
+    def dispose(self) -> None:
         self.engine.dispose()
 
 
-def _groups(jobs: list[_Job]) -> list[list[int]]:
+class Batcher:
+    """Queues jobs from the event loop and hands whatever queued up meanwhile to
+    :meth:`execute` as one batch; subclasses say where a batch runs."""
+
+    def __init__(self, max_batch: int = MAX_BATCH) -> None:
+        self.max_batch = max_batch
+        self._queue: list[tuple[Job, asyncio.Future[Any]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.units = 0
+
+    async def run(self, unit: Callable[[Session], T]) -> T:
+        """Run ``unit(session)`` in the next batch; its result or exception comes back."""
+        result: T = await self._submit(Job(unit, None, None))
+        return result
+
+    async def run_bulk(self, handler: Callable[[Session, list[I]], Sequence[Any]], item: I) -> Any:
+        """Hand ``item`` to ``handler`` together with the other items of the batch; the
+        item's outcome comes back (an exception instance is raised here)."""
+        return await self._submit(Job(None, handler, item))
+
+    async def _submit(self, job: Job) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((job, future))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._drain(), name="vbank-group-writer")
+        return await future
+
+    async def execute(self, jobs: list[Job]) -> list[Outcome]:
+        raise NotImplementedError
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch = self._queue[: self.max_batch]
+            del self._queue[: self.max_batch]
+            try:
+                outcomes = await self.execute([job for job, _ in batch])
+            except Exception as exc:  # begin or commit failed: no unit took effect
+                outcomes = [Outcome(error=exc) for _ in batch]
+            except BaseException:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(RuntimeError("the database writer stopped"))
+                raise
+            self.batches += 1
+            self.units += len(batch)
+            for (_, future), out in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if out.error is not None:
+                    future.set_exception(out.error)
+                else:
+                    future.set_result(out.value)
+
+    async def _finish(self) -> None:
+        if self._task is not None and not self._task.done():
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+class GroupWriter(Batcher):
+    """Runs units of work in batched transactions on one blocking connection, in a thread."""
+
+    def __init__(self, sync_url: Any, *, sqlite: bool, max_batch: int = MAX_BATCH) -> None:
+        super().__init__(max_batch)
+        self.runner = BatchRunner(sync_url, sqlite=sqlite)
+        self.engine = self.runner.engine
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="vbank-writer")
+
+    async def execute(self, jobs: list[Job]) -> list[Outcome]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.runner.run_batch, jobs)
+
+    async def close(self) -> None:
+        await self._finish()
+        self._executor.shutdown(wait=True)
+        self.runner.dispose()
+
+
+def _groups(jobs: list[Job]) -> list[list[int]]:
     """Job indices grouped by bulk handler (in order of first appearance); every plain
     unit is a group of its own.  Jobs of one batch were submitted concurrently, so no
     order between different handlers is promised."""

@@ -47,6 +47,7 @@ def test_group_readable_secret_file_is_refused(tmp_path: Path) -> None:
         ("VBANK_SECRET_KEY", "short", "at least 32 characters"),
         ("VBANK_MASTER_KEY", "k1:notbase64!!", "VBANK_MASTER_KEY must be"),
         ("VBANK_MASTER_KEY", "k1:" + base64.b64encode(b"x" * 16).decode(), "VBANK_MASTER_KEY"),
+        ("VBANK_CHAT_WRITER", "fork", "VBANK_CHAT_WRITER must be process or thread"),
     ],
 )
 def test_malformed_settings_name_the_variable(
@@ -66,11 +67,12 @@ def test_environment_overrides(tmp_path: Path) -> None:
             "VBANK_MASTER_KEY": f"new:{key},old:{key}",
             "VBANK_PORT": "9000",
             "VBANK_COOKIE_SECURE": "true",
+            "VBANK_CHAT_WRITER": "thread",
             "VBANK_TURN_URLS": "turn:turn.example:3478, turns:turn.example:5349",
         }
     )
     assert s.database_url.startswith("postgresql+psycopg://")
     assert [k for k, _ in s.master_keys] == ["new", "old"]
-    assert s.port == 9000 and s.cookie_secure
+    assert s.port == 9000 and s.cookie_secure and s.chat_writer == "thread"
     assert s.turn_urls == ("turn:turn.example:3478", "turns:turn.example:5349")
     assert not (tmp_path / "secret.key").exists()

@@ -394,7 +394,7 @@ async def run(
 
         app = create_app(settings)
         chat = app[SERVICES].realtime.contacts.chat
-        watch = ServerWatch(lambda: (chat.batches, chat.messages), profile_path)
+        watch = ServerWatch(lambda: (chat.writer.batches, chat.writer.units), profile_path)
         vbank = await load_test(app, vbank_pairs, watch, seconds, rate, tag)
         db = Database(url)
         try:

@@ -15,14 +15,15 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from audit.log import Actor, NewEvent
 from vbank.contact.models import ChatMessage, Contact
 from vbank.db import Database
 from vbank.db import utc as _aware
-from vbank.writer import defer_audit
+from vbank.writer import Batcher, defer_audit
+from vbank.writer_process import process_safe
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,9 @@ class PostRefused(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+    def __reduce__(self) -> tuple[type[PostRefused], tuple[str, str]]:
+        return (PostRefused, (self.code, self.message))  # crosses the writer process
 
 
 @dataclass(frozen=True)
@@ -87,9 +91,8 @@ _EARLIER = select(
     _MESSAGES.c.client_id,
     _MESSAGES.c.text,
     _MESSAGES.c.created_at,
-).where(
-    _MESSAGES.c.sender_id.in_(bindparam("senders", expanding=True)),
-    _MESSAGES.c.client_id.in_(bindparam("clients", expanding=True)),
+).where(  # row values: one index probe per resend key, not senders x clients
+    tuple_(_MESSAGES.c.sender_id, _MESSAGES.c.client_id).in_(bindparam("keys", expanding=True))
 )
 _INSERT = insert(_MESSAGES)
 _LAST_SEQ = (
@@ -97,6 +100,7 @@ _LAST_SEQ = (
 )
 
 
+@process_safe  # chat.message events have no audit listeners (tests check it)
 def store_batch(session: Session, batch: list[_Pending]) -> list[PostResult | PostRefused]:
     """Check, number, insert and audit a batch inside the caller's transaction.
 
@@ -112,13 +116,7 @@ def store_batch(session: Session, batch: list[_Pending]) -> list[PostResult | Po
     keyed = [p for p in batch if p.client_id is not None]
     earlier: dict[tuple[int, str], Any] = {}
     if keyed:
-        rows = conn.execute(
-            _EARLIER,
-            {
-                "senders": sorted({p.sender_id for p in keyed}),
-                "clients": sorted({p.client_id or "" for p in keyed}),
-            },
-        )
+        rows = conn.execute(_EARLIER, {"keys": sorted({(p.sender_id, p.client_id) for p in keyed})})
         earlier = {(r.sender_id or 0, r.client_id or ""): r for r in rows}
     out: list[PostResult | PostRefused] = []
     new_rows: list[dict[str, object]] = []
@@ -201,23 +199,21 @@ def store_batch(session: Session, batch: list[_Pending]) -> list[PostResult | Po
 
 
 class ChatWriter:
-    """Stores chat messages as bulk items of the group-commit writer."""
+    """Stores chat messages as bulk items of a group-commit writer: the database's child
+    process (``in_process``, the default for serving) or its thread."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, in_process: bool = False) -> None:
         self.db = db
-        self.batches = 0
-        self.messages = 0
+        self.in_process = in_process
+
+    @property
+    def writer(self) -> Batcher:
+        return self.db.process_writer if self.in_process else self.db.writer
 
     async def post(
         self, contact_id: str, sender_id: int, sender_role: str, client_id: str | None, text: str
     ) -> PostResult:
         """Store one message (raises PostRefused if the sender may not post there)."""
         pending = _Pending(contact_id, sender_id, sender_role, client_id, text)
-        result: PostResult = await self.db.writer.run_bulk(self._store, pending)
+        result: PostResult = await self.writer.run_bulk(store_batch, pending)
         return result
-
-    def _store(self, session: Session, batch: list[_Pending]) -> list[PostResult | PostRefused]:
-        results = store_batch(session, batch)
-        self.batches += 1
-        self.messages += len(batch)
-        return results

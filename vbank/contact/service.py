@@ -80,12 +80,13 @@ class ContactService:
         router: Router | None = None,
         grace_s: float = 30.0,
         clock: Callable[[], float] = time.time,
+        chat_in_process: bool = False,
     ) -> None:
         self.db = db
         self.router = router or Router(skills=SKILLS, rng=random.SystemRandom())
         self.grace_s = grace_s
         self.clock = clock
-        self.chat = ChatWriter(db)
+        self.chat = ChatWriter(db, in_process=chat_in_process)
 
     # ------------------------------------------------------------------ start-up
 

@@ -1,0 +1,116 @@
+"""The writer process: chat lines are stored by a child process, refusals and crashes come
+back as errors, and a new child takes over after one dies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from audit import log
+from audit.models import AuditEvent
+from tests.trading.test_service import open_contact
+from vbank.contact.chat import ChatWriter, PostRefused
+from vbank.contact.models import ChatMessage
+from vbank.db import Database
+from vbank.roles import Role
+from vbank.writer_process import WriterProcessDied
+
+
+@pytest.fixture
+async def parties(db: Database, make_user) -> tuple[int, int, str]:  # type: ignore[no-untyped-def]
+    customer = await make_user("wp-customer", Role.CUSTOMER)
+    agent = await make_user("wp-agent", Role.AGENT)
+    return customer, agent, await open_contact(db, customer, agent, None)
+
+
+async def test_lines_are_stored_by_a_child_process(
+    db: Database, parties: tuple[int, int, str]
+) -> None:
+    customer, agent, cid = parties
+    chat = ChatWriter(db, in_process=True)
+    results = await asyncio.gather(
+        *(chat.post(cid, customer, "customer", f"c{i}", f"line {i}") for i in range(30))
+    )
+    assert sorted(r.seq for r in results) == list(range(1, 31))
+    assert all(not r.duplicate and r.agent_id == agent for r in results)
+    pid = db.process_writer.pid
+    assert pid is not None and pid != os.getpid()
+    assert db.process_writer.batches < 30  # lines that arrived together shared a commit
+
+    again = await chat.post(cid, customer, "customer", "c7", "line 7")  # a resend
+    assert again.duplicate and again.seq == next(r.seq for r in results if r.client_id == "c7")
+
+    async with db.sessions() as session:
+        stored = (
+            await session.execute(
+                select(ChatMessage.seq, ChatMessage.text).where(ChatMessage.contact_id == cid)
+            )
+        ).all()
+        audited = (
+            await session.scalars(
+                select(AuditEvent.session_ref).where(AuditEvent.type == "chat.message")
+            )
+        ).all()
+        report = await log.verify_database(session)
+    assert len(stored) == 30 and {t for _, t in stored} == {f"line {i}" for i in range(30)}
+    assert audited == [cid] * 30
+    assert report.ok  # the child's appends and the parent's share one chain
+
+
+async def test_refusals_cross_the_process(db: Database, parties: tuple[int, int, str]) -> None:
+    customer, _, cid = parties
+    chat = ChatWriter(db, in_process=True)
+    with pytest.raises(PostRefused) as refused:
+        await chat.post(uuid.uuid4().hex, customer, "customer", "x1", "to nowhere")
+    assert refused.value.code == "not_found"
+    ok = await chat.post(cid, customer, "customer", "x2", "still served")
+    assert ok.seq == 1
+
+
+async def test_only_marked_bulk_handlers_cross(db: Database) -> None:
+    def handler(session, items):  # type: ignore[no-untyped-def]
+        return items
+
+    with pytest.raises(TypeError):
+        await db.process_writer.run_bulk(handler, 1)
+    with pytest.raises(TypeError):
+        await db.process_writer.run(lambda session: 1)
+
+
+async def test_a_dead_child_fails_its_batch_and_is_replaced(
+    db: Database, parties: tuple[int, int, str]
+) -> None:
+    customer, _, cid = parties
+    chat = ChatWriter(db, in_process=True)
+    await chat.post(cid, customer, "customer", "k1", "before")
+    writer = db.process_writer
+    first = writer.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    with pytest.raises(WriterProcessDied):
+        await chat.post(cid, customer, "customer", "k2", "lost with the child")
+    after = await chat.post(cid, customer, "customer", "k2", "resent")  # the client resends
+    assert after.seq == 2 and not after.duplicate
+    assert writer.starts == 2 and writer.pid not in (None, first)
+
+
+async def test_close_stops_the_child(settings, parties: tuple[int, int, str]) -> None:  # type: ignore[no-untyped-def]
+    customer, _, cid = parties
+    db = Database(settings.database_url)
+    await ChatWriter(db, in_process=True).post(cid, customer, "customer", "z1", "hello")
+    pid = db.process_writer.pid
+    assert pid is not None
+    await db.close()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_chat_events_have_no_listeners(app) -> None:  # type: ignore[no-untyped-def]
+    """The child runs no audit listeners, so none may exist for what it appends."""
+    assert not log._listeners.get("chat.message")
