@@ -59,8 +59,8 @@ from audit.checkpoints import (
 )
 from audit.envelope import EnvelopeError, EnvelopeReader, MasterKeyring
 from audit.keys import KeyRegistry, KeyRegistryError
-from audit.log import Actor, append, canonical_json, link_hash, row_bytes
-from audit.merkle import ProofError, leaf_hash, verify_inclusion
+from audit.log import Actor, append, canonical_json, hash_and_leaf, row_bytes
+from audit.merkle import ProofError, verify_inclusion
 from audit.verifier import ExportedEvent, contact_events, event_json, stored_tree
 from vbank.db import Database
 
@@ -84,6 +84,7 @@ REQUIRED = ("checkpoint.txt", "keys.json", "events.jsonl")
 EVIDENCE_KEY_RE = re.compile(r"^(?P<kind>[a-z][a-z0-9_-]{0,31})/(?P<id>[0-9a-f]{32})$")
 EVIDENCE_FIELDS = ("evidence", "reference_evidence", "live_evidence")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_PROOF_KEYS = frozenset(("leaf_index", "proof"))  # what an events.jsonl line adds to an event
 _COPY = 1 << 20
 # what reading a damaged zip can raise (bad CRC, inflate errors, odd flags or methods)
 _ZIP_ERRORS = (
@@ -441,7 +442,7 @@ def _check_events(
         if obj is None:
             raise _Fail(f"events.jsonl line {number} is malformed", first_bad_seq=at)
         try:
-            ev = ExportedEvent.from_json(obj)
+            ev = ExportedEvent.from_json(obj, _PROOF_KEYS)
         except ValueError as exc:
             raise _Fail(f"events.jsonl line {number}: {exc}", first_bad_seq=at) from None
         seq = ev.seq
@@ -453,11 +454,10 @@ def _check_events(
         if ev.session_ref != contact_id:
             raise _Fail(f"event {seq} belongs to another contact", first_bad_seq=seq)
         try:
-            body = row_bytes(ev)
-            own = link_hash(ev.prev_hash, body) == ev.hash
+            computed, leaf = hash_and_leaf(ev.format, ev.prev_hash, row_bytes(ev))
         except (ValueError, TypeError):
-            own = False
-        if not own:
+            computed = ""
+        if computed != ev.hash:
             raise _Fail(f"event {seq} does not match its hash", first_bad_seq=seq)
         if previous is not None and previous.seq + 1 == seq and ev.prev_hash != previous.hash:
             raise _Fail(f"event {seq} does not follow event {previous.seq}", first_bad_seq=seq)
@@ -468,7 +468,7 @@ def _check_events(
             path = [bytes.fromhex(p) for p in proof if isinstance(p, str) and _HEX64.fullmatch(p)]
             if len(path) != len(proof):
                 raise ProofError("bad proof element")
-            verify_inclusion(leaf_hash(body), seq - 1, size, path, root)
+            verify_inclusion(leaf, seq - 1, size, path, root)
         except (ProofError, ValueError):
             raise _Fail(f"event {seq} is not in the signed checkpoint", first_bad_seq=seq) from None
         try:

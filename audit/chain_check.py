@@ -1,17 +1,18 @@
 """The hash chain of stored events, checked in order, and the Merkle tree of those that
 pass.
 
-Why: verifying the log costs about three SHA-256 calls per event (chain link, RFC 6962
-leaf, inner node) and in CPython the per-call overhead dominates, so a million events
-are CPU-bound. Two paths share one outcome:
+Why: in CPython the per-call overhead of SHA-256 dominates, so a million events are
+CPU-bound. A format-2 event (see ``audit.log``) costs one call for its hash, which is
+also its RFC 6962 leaf, plus about one inner node; a format-1 event three (chain link,
+leaf, node). Two paths share one outcome:
 
 * a fast path (:meth:`ChainFeeder.feed_all`) that only *accepts* plainly good events
-  (next number, linked to the previous hash, hash matching) in a tight loop, and hands
-  anything else to
+  (next number, linked to the previous hash, known format, hash matching) in a tight
+  loop, and hands anything else to
 * the careful path (:meth:`ChainFeeder.feed`), which names the first bad event (see
   the class docstring).
 
-Accepted events' leaves are hashed and added to the tree in batches.
+Accepted events' leaves are added to the tree in batches.
 
 Measured and left out (2 cores): building the tree in a forked process fed through a
 pipe (no gain: the parent's share is bound by reading the rows), and splitting the
@@ -32,7 +33,14 @@ from typing import Any, Final
 
 from sqlalchemy import Row
 
-from audit.log import GENESIS_HASH, EventLike, event_body, link_hash
+from audit.log import (
+    FORMAT_LEAF,
+    FORMATS,
+    GENESIS_HASH,
+    EventLike,
+    event_body,
+    hash_and_leaf,
+)
 from audit.merkle import MerkleTree
 from audit.models import AuditEvent
 
@@ -56,7 +64,7 @@ class Malformed:
     reason: str
 
 
-def _self_consistent(prev_hash: str, body: bytes, hash_: str) -> bool:
+def _self_consistent(format_: int, prev_hash: str, body: bytes, hash_: str) -> bool:
     """Whether an event's hash matches its own stored link (it was not edited alone).
 
     The link must be canonical hex: ``bytes.fromhex`` would also take upper case or spaces.
@@ -64,7 +72,7 @@ def _self_consistent(prev_hash: str, body: bytes, hash_: str) -> bool:
     if not isinstance(prev_hash, str) or not _HEX64.fullmatch(prev_hash):
         return False
     try:
-        return link_hash(prev_hash, body) == hash_
+        return hash_and_leaf(format_, prev_hash, body)[0] == hash_
     except (ValueError, TypeError):
         return False
 
@@ -88,7 +96,7 @@ class ChainFeeder:
         self.prev_hex = GENESIS_HASH
         self._prev_raw = bytes(32)
         self._prev_prev_hex = GENESIS_HASH
-        self._bodies: list[bytes] = []  # accepted events not yet handed to the sink
+        self._leaves = bytearray()  # accepted events' leaves not yet added to the tree
         self._suspect: tuple[int, str, str] | None = None  # (position, its hash, reason)
         self._row_layout: bool | None = None
         self.failure: tuple[int, str] | None = None
@@ -127,43 +135,44 @@ class ChainFeeder:
         sha256 = hashlib.sha256
         body_of = event_body
         fields = _FIELDS
-        add = self._bodies.append
+        leaves = self._leaves
         row_type = Row if self._row_layout else None
         expected = self.count + 1
         prev_hex, prev_raw, prev_prev_hex = self.prev_hex, self._prev_raw, self._prev_prev_hex
         row: Any = _END
+        values: Any
         try:
             for row in rows:
                 if type(row) is row_type:
-                    # positional: attribute access on a Row costs more than the hashing
-                    seq, ts_us, actor_id, actor_role, session_ref, type_, payload, link, hash_ = row
+                    values = row  # positional: a Row's attributes cost more than hashing
                 else:
                     if type(row) is Row and self._row_layout is None and self._check_layout(row):
                         row_type = Row
                     try:
-                        (
-                            seq,
-                            ts_us,
-                            actor_id,
-                            actor_role,
-                            session_ref,
-                            type_,
-                            payload,
-                            link,
-                            hash_,
-                        ) = fields(row)
+                        values = fields(row)
                     except AttributeError:  # a Malformed line
                         break
+                seq, ts_us, actor_id, actor_role, session_ref, type_, payload, link, hash_, fmt = (
+                    values
+                )
                 if seq != expected or link != prev_hex:
                     break
-                try:
-                    body = body_of(seq, ts_us, actor_id, actor_role, session_ref, type_, payload)
+                try:  # an unknown format raises too
+                    body = body_of(
+                        fmt, seq, ts_us, actor_id, actor_role, session_ref, type_, payload, link
+                    )
                 except (ValueError, TypeError):
                     break
-                digest = sha256(prev_raw + body).digest()
-                if digest.hex() != hash_:
-                    break
-                add(body)
+                if fmt == 2:  # FORMAT_LEAF: the hash is the leaf and covers the link
+                    digest = sha256(b"\x00" + body).digest()
+                    if digest.hex() != hash_:
+                        break
+                    leaves += digest
+                else:  # FORMAT_CHAINED
+                    digest = sha256(prev_raw + body).digest()
+                    if digest.hex() != hash_:
+                        break
+                    leaves += sha256(b"\x00" + body).digest()
                 prev_prev_hex, prev_raw, prev_hex = prev_hex, digest, hash_
                 expected += 1
             else:
@@ -185,17 +194,23 @@ class ChainFeeder:
         if type(row) is Row and (
             self._row_layout if self._row_layout is not None else self._check_layout(row)
         ):
-            seq, ts_us, actor_id, actor_role, session_ref, type_, payload, prev_hash, hash_ = row
+            fields = tuple(row)
         else:
-            seq, ts_us, actor_id, actor_role, session_ref, type_, payload, prev_hash, hash_ = (
-                _FIELDS(row)
-            )
+            fields = _FIELDS(row)
+        seq, ts_us, actor_id, actor_role, session_ref, type_, payload, prev_hash, hash_, fmt = (
+            fields
+        )
         if self._suspect is not None:
             self._resolve(prev_hash)
             return False
         expected = self.count + 1
+        if fmt not in FORMATS:
+            self.failure = (expected, f"event has an unknown hash format {fmt!r}")
+            return False
         try:
-            body = event_body(seq, ts_us, actor_id, actor_role, session_ref, type_, payload)
+            body = event_body(
+                fmt, seq, ts_us, actor_id, actor_role, session_ref, type_, payload, prev_hash
+            )
         except (ValueError, TypeError):
             self.failure = (expected, "event is malformed")
             return False
@@ -204,7 +219,7 @@ class ChainFeeder:
                 seq == expected - 1
                 and hash_ != self.prev_hex
                 and prev_hash == self._prev_prev_hex
-                and _self_consistent(prev_hash, body, hash_)
+                and _self_consistent(fmt, prev_hash, body, hash_)
             ):
                 # two events claim number expected - 1: the next one links to the original
                 self._suspect = (expected, hash_, f"two events claim to be event {expected - 1}")
@@ -212,7 +227,7 @@ class ChainFeeder:
             self.failure = (expected, f"expected event {expected}, found {seq}")
             return False
         if prev_hash != self.prev_hex:
-            if expected > 1 and _self_consistent(prev_hash, body, hash_):
+            if expected > 1 and _self_consistent(fmt, prev_hash, body, hash_):
                 # intact, but after another predecessor: that one was changed, unless
                 # this event is itself foreign (then the log does not go on from it)
                 reason = f"event {expected} does not follow event {expected - 1}"
@@ -220,14 +235,18 @@ class ChainFeeder:
                 return True
             self.failure = (expected, "link to the previous event is broken")
             return False
-        digest = hashlib.sha256(self._prev_raw + body).digest()
+        leaf = hashlib.sha256(_LEAF + body).digest()
+        if fmt == FORMAT_LEAF:
+            digest = leaf
+        else:
+            digest = hashlib.sha256(self._prev_raw + body).digest()
         if digest.hex() != hash_:
             self.failure = (expected, "event content does not match its hash")
             return False
         self._prev_prev_hex = self.prev_hex
         self._prev_raw = digest
         self.prev_hex = hash_
-        self._bodies.append(body)
+        self._leaves += leaf
         self.count = expected
         return True
 
@@ -249,7 +268,6 @@ class ChainFeeder:
             self._resolve(head_hash)
 
     def flush(self) -> None:
-        if self._bodies:
-            sha256 = hashlib.sha256
-            self._tree.extend_packed(b"".join([sha256(_LEAF + b).digest() for b in self._bodies]))
-            self._bodies = []
+        if self._leaves:
+            self._tree.extend_packed(self._leaves)
+            self._leaves.clear()

@@ -5,7 +5,8 @@ checkpoint (C2SP tlog-checkpoint: origin, size, RFC 6962 Merkle root, Ed25519 si
 pins the whole prefix of the log, and a copy published outside the database (a witness
 file or URL) still holds when the database, chain and checkpoint table are rewritten.
 
-The Merkle leaf of event ``seq`` is ``SHA-256(0x00 ‖ event_bytes)`` at index ``seq - 1``.
+The Merkle leaf of event ``seq`` is ``SHA-256(0x00 ‖ event_bytes)`` at index ``seq - 1``
+(for a format-2 event, its stored hash: see ``audit.log``).
 :class:`Checkpointer` signs when ``every_events`` new events exist or ``interval_s`` has
 passed since the last checkpoint with new events waiting, and once more at shutdown.
 Each stored row keeps its signing time (``signed_at_us``): the C2SP format has no time, and
@@ -43,8 +44,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit.checkpoint import Checkpoint, CheckpointError, sign_checkpoint
 from audit.keys import KeyRegistry
-from audit.log import GENESIS_HASH, event_bytes, link_hash
-from audit.merkle import HASH_SIZE, CompactRange, leaf_hash
+from audit.log import GENESIS_HASH, event_bytes, hash_and_leaf
+from audit.merkle import HASH_SIZE, CompactRange
 from audit.models import AuditCheckpoint, AuditEvent, AuditHead
 from vbank.db import Database
 
@@ -70,7 +71,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-READ_BATCH = 5000
+READ_BATCH = 1000  # rows per read: building them runs on the event loop too
+#: events hashed between yields to the event loop: a catch-up of thousands of events
+#: must not stall the chat and signalling on the same loop for tens of milliseconds
+YIELD_EVERY = 256
 
 
 SIGNED_AT_PREFIX = "signed-at "
@@ -150,18 +154,20 @@ _STORED_ORDER = (
     "payload",
     "prev_hash",
     "hash",
+    "format",
 )
 if tuple(AuditEvent.__table__.columns.keys()) != _STORED_ORDER:  # pragma: no cover
     raise ImportError("audit_events columns changed order: update stored_body")
 
 
-def stored_body(row: Any) -> tuple[int, str, str, bytes]:
-    """(seq, prev_hash, hash, canonical bytes) of a row of ``select(audit_events)``.
+def stored_body(row: Any) -> tuple[int, str, str, int, bytes]:
+    """(seq, prev_hash, hash, format, canonical bytes) of a row of
+    ``select(audit_events)``; ``ValueError`` for an unknown format.
 
     Positional: rows of a whole-table select come in column order, and reading a Row's
     fields by name costs more than hashing them.
     """
-    seq, ts_us, actor_id, actor_role, session_ref, type_, payload, prev_hash, hash_ = row
+    seq, ts_us, actor_id, actor_role, session_ref, type_, payload, prev_hash, hash_, format_ = row
     body = event_bytes(
         seq=seq,
         ts_us=ts_us,
@@ -170,8 +176,10 @@ def stored_body(row: Any) -> tuple[int, str, str, bytes]:
         session_ref=session_ref,
         type=type_,
         payload=payload,
+        prev_hash=prev_hash,
+        format=format_,
     )
-    return seq, prev_hash, hash_, body
+    return seq, prev_hash, hash_, format_, body
 
 
 async def _extend(
@@ -192,15 +200,21 @@ async def _extend(
             ).all()
         if not rows:
             raise CheckpointRefused(cr.size + 1, "event is missing")
-        for row in rows:
-            seq, row_prev, row_hash, body = stored_body(row)
-            if seq != cr.size + 1:
+        for i, row in enumerate(rows):
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+            if row.seq != cr.size + 1:
                 raise CheckpointRefused(cr.size + 1, "event is missing")
-            if row_prev != prev_hash:
-                raise CheckpointRefused(seq, "link to the previous event is broken")
-            if link_hash(prev_hash, body) != row_hash:
+            try:
+                seq, row_prev, row_hash, format_, body = stored_body(row)
+                if row_prev != prev_hash:
+                    raise CheckpointRefused(seq, "link to the previous event is broken")
+                computed, leaf = hash_and_leaf(format_, prev_hash, body)
+            except (ValueError, TypeError):
+                raise CheckpointRefused(row.seq, "event is malformed") from None
+            if computed != row_hash:
                 raise CheckpointRefused(seq, "event content does not match its hash")
-            cr.append(leaf_hash(body))
+            cr.append(leaf)
             prev_hash = row_hash
     return cr, prev_hash
 

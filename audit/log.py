@@ -5,6 +5,20 @@ as the change itself, so the change and its event commit or roll back together. 
 event's hash covers its canonical encoding and the previous event's hash; editing,
 deleting, inserting or reordering stored events breaks the chain at the first bad event,
 which :func:`verify_chain` names.
+
+Two hash formats, named by each event's ``format`` column:
+
+* 1 (:data:`FORMAT_CHAINED`, events written before format 2):
+  ``hash = SHA-256(prev_hash ‖ bytes)`` over :func:`event_body`; its Merkle leaf is
+  hashed apart, ``SHA-256(0x00 ‖ bytes)``.
+* 2 (:data:`FORMAT_LEAF`, what :func:`append` writes): the canonical bytes also hold
+  ``"format":2`` and ``"prev":"<prev_hash>"`` (:func:`event_body`) and
+  ``hash = SHA-256(0x00 ‖ bytes)``, which *is* the RFC 6962 leaf: one hash proves the
+  link and the leaf, so verification hashes each event once (plus the tree's nodes).
+
+A changed marker shows like any other edit: the event is then hashed the other way and
+no longer matches its hash (format-2 bytes name their format, and their ``"format"``
+member sorts before ``"payload"``, so no format-1 event has the same bytes).
 """
 
 from __future__ import annotations
@@ -22,12 +36,17 @@ from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from audit.merkle import leaf_hash
 from audit.models import AuditEvent, AuditHead
 
 logger = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
 MAX_PAYLOAD_BYTES = 64 * 1024
+FORMAT_CHAINED = 1  # hash = SHA-256(prev ‖ bytes); leaf = SHA-256(0x00 ‖ bytes)
+FORMAT_LEAF = 2  # bytes hold format and prev; hash = leaf = SHA-256(0x00 ‖ bytes)
+FORMATS = (FORMAT_CHAINED, FORMAT_LEAF)
+_LEAF = b"\x00"
 
 
 def canonical_json(value: Any) -> str:
@@ -69,17 +88,23 @@ def event_bytes(
     session_ref: str | None,
     type: str,
     payload: str,
+    prev_hash: str = GENESIS_HASH,
+    format: int = FORMAT_CHAINED,
 ) -> bytes:
-    """The canonical bytes of one event (also the Merkle leaf input in later checkpoints).
+    """The canonical bytes of one event in its ``format`` (the Merkle leaf input).
 
-    Equal to ``canonical_json`` of the event with its payload object, but built by
-    concatenation: the stored payload is already canonical JSON text and is embedded
-    byte for byte (so verification does not parse it, and any change to it shows).
+    Equal to ``canonical_json`` of the event with its payload object (and, in format 2,
+    ``format`` and ``prev``), but built by concatenation: the stored payload is already
+    canonical JSON text and is embedded byte for byte (so verification does not parse
+    it, and any change to it shows). ``ValueError`` for an unknown format.
     """
-    return event_body(seq, ts_us, actor_id, actor_role, session_ref, type, payload)
+    return event_body(
+        format, seq, ts_us, actor_id, actor_role, session_ref, type, payload, prev_hash
+    )
 
 
 def event_body(
+    format_: int,
     seq: int,
     ts_us: int,
     actor_id: int | None,
@@ -87,9 +112,29 @@ def event_body(
     session_ref: str | None,
     type_: str,
     payload: str,
+    prev_hash: str,
 ) -> bytes:
-    """:func:`event_bytes` with positional arguments: the verifier calls it once per event,
-    so the common values (None, plain str) skip the helper calls."""
+    """:func:`event_bytes` with positional arguments: the verifier calls it once per event.
+
+    Format 2 is one f-string with the plain types tested inline (building the bytes
+    costs about as much as hashing them); ``prev_hash`` is embedded as is, so callers
+    compare it with the previous event's hash (canonical hex) before trusting the bytes.
+    Format 1 is kept byte for byte as it always was (``prev_hash`` unused).
+    """
+    if format_ == FORMAT_LEAF:
+        if actor_id is None or type(actor_id) is int:
+            aid: object = "null" if actor_id is None else actor_id
+        else:
+            aid = _json_scalar(actor_id)
+        role = "null" if actor_role is None else _json_str(actor_role)
+        ref = "null" if session_ref is None else _json_str(session_ref)
+        return (
+            f'{{"actor_id":{aid},"actor_role":{role},"format":2,"payload":{payload},'
+            f'"prev":"{prev_hash}","seq":{int(seq)},"session":{ref},"ts_us":{int(ts_us)},'
+            f'"type":{_json_str(type_)}}}'
+        ).encode()
+    if format_ != FORMAT_CHAINED:
+        raise ValueError(f"unknown audit event format {format_!r}")
     return (
         '{"actor_id":'
         + ("null" if actor_id is None else _json_scalar(actor_id))
@@ -117,9 +162,11 @@ class EventLike(Protocol):
     payload: str
     prev_hash: str
     hash: str
+    format: int
 
 
 def row_bytes(row: EventLike) -> bytes:
+    """The canonical bytes of a stored event in its own format (its Merkle leaf input)."""
     return event_bytes(
         seq=row.seq,
         ts_us=row.ts_us,
@@ -128,11 +175,33 @@ def row_bytes(row: EventLike) -> bytes:
         session_ref=row.session_ref,
         type=row.type,
         payload=row.payload,
+        prev_hash=row.prev_hash,
+        format=row.format,
     )
 
 
 def link_hash(prev_hash: str, body: bytes) -> str:
+    """A format-1 event's hash: SHA-256(previous hash ‖ its bytes)."""
     return hashlib.sha256(bytes.fromhex(prev_hash) + body).hexdigest()
+
+
+def hash_and_leaf(format: int, prev_hash: str, body: bytes) -> tuple[str, bytes]:
+    """(the hash an event of ``format`` must store, its Merkle leaf) from its bytes.
+
+    Format 2 costs one SHA-256, format 1 two. Raises ``ValueError``/``TypeError`` for a
+    malformed link or an unknown format.
+    """
+    leaf = leaf_hash(body)
+    if format == FORMAT_LEAF:
+        return leaf.hex(), leaf
+    if format == FORMAT_CHAINED:
+        return link_hash(prev_hash, body), leaf
+    raise ValueError(f"unknown audit event format {format!r}")
+
+
+def row_hash(row: EventLike) -> str:
+    """The hash a stored event must have, recomputed from its fields and format."""
+    return hash_and_leaf(row.format, row.prev_hash, row_bytes(row))[0]
 
 
 @dataclass(frozen=True)
@@ -160,29 +229,41 @@ class LoggedEvent:
     payload: str
     prev_hash: str
     hash: str = ""
+    format: int = FORMAT_CHAINED  # like the column's server default: no marker, format 1
 
 
 def _chain(seq: int, prev: str, events: Sequence[NewEvent]) -> list[LoggedEvent]:
-    """Rows for ``events`` after the head (seq, hash): encoded, size-checked and linked."""
+    """Rows for ``events`` after the head (seq, hash): encoded, size-checked and linked
+    (format 2: each hash is the event's Merkle leaf and covers the previous hash)."""
     now = time.time_ns() // 1000
+    sha256 = hashlib.sha256
     rows: list[LoggedEvent] = []
     for ev in events:
         body = canonical_json(dict(ev.payload))
         if len(body.encode()) > MAX_PAYLOAD_BYTES:
             raise ValueError(f"audit payload of {ev.type} exceeds {MAX_PAYLOAD_BYTES} bytes")
         seq += 1
-        row = LoggedEvent(
-            seq=seq,
-            ts_us=ev.ts_us if ev.ts_us is not None else now,
-            actor_id=ev.actor.user_id,
-            actor_role=ev.actor.role,
-            session_ref=ev.session_ref,
-            type=ev.type,
-            payload=body,
-            prev_hash=prev,
+        ts_us = ev.ts_us if ev.ts_us is not None else now
+        actor = ev.actor
+        data = event_body(
+            FORMAT_LEAF, seq, ts_us, actor.user_id, actor.role, ev.session_ref, ev.type, body, prev
         )
-        row.hash = prev = link_hash(prev, row_bytes(row))
-        rows.append(row)
+        hash_ = sha256(_LEAF + data).hexdigest()
+        rows.append(
+            LoggedEvent(
+                seq,
+                ts_us,
+                actor.user_id,
+                actor.role,
+                ev.session_ref,
+                ev.type,
+                body,
+                prev,
+                hash_,
+                FORMAT_LEAF,
+            )
+        )
+        prev = hash_
     return rows
 
 
@@ -251,6 +332,7 @@ _COLUMNS = (
     "payload",
     "prev_hash",
     "hash",
+    "format",
 )
 
 
@@ -295,9 +377,9 @@ def verify_chain(rows: Iterable[EventLike], *, head: tuple[int, str] | None = No
         if row.prev_hash != prev_hash:
             return ChainReport(False, count, row.seq, "link to the previous event is broken")
         try:
-            computed = link_hash(prev_hash, row_bytes(row))
+            computed = row_hash(row)
         except (ValueError, TypeError):
-            return ChainReport(False, count, row.seq, "event payload is not valid JSON")
+            return ChainReport(False, count, row.seq, "event is malformed")
         if computed != row.hash:
             return ChainReport(False, count, row.seq, "event content does not match its hash")
         prev_hash = row.hash

@@ -3,7 +3,7 @@ and the signed checkpoints."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, Integer, SmallInteger, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from vbank.db import Base
@@ -13,7 +13,10 @@ class AuditEvent(Base):
     """One append-only event; ``hash`` links it to the previous event's hash.
 
     Times are integer microseconds and the payload is canonical JSON text, so the hash
-    can be recomputed byte for byte on SQLite and PostgreSQL alike.
+    can be recomputed byte for byte on SQLite and PostgreSQL alike. ``format`` says how
+    the hash is made (``audit.log``: 1 = chained, 2 = the Merkle leaf); the server
+    default 1 is what rows written before the column existed, or by an older appender,
+    use.
     """
 
     __tablename__ = "audit_events"
@@ -29,6 +32,7 @@ class AuditEvent(Base):
     payload: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    format: Mapped[int] = mapped_column(SmallInteger, server_default=text("1"))
 
 
 class AuditHead(Base):

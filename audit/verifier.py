@@ -50,14 +50,16 @@ from audit.checkpoint import CheckpointError, verify_checkpoint
 from audit.checkpoints import WitnessRecord, from_us, load_checkpoints, signed_at_of, stored_body
 from audit.keys import KeyRegistry
 from audit.log import (
+    FORMAT_CHAINED,
+    FORMATS,
     GENESIS_HASH,
     EventLike,
     LoggedEvent,
+    hash_and_leaf,
     iter_events,
-    link_hash,
     row_bytes,
 )
-from audit.merkle import MerkleTree, ProofError, leaf_hash, verify_consistency, verify_inclusion
+from audit.merkle import MerkleTree, ProofError, verify_consistency, verify_inclusion
 from audit.models import AuditEvent, AuditHead
 
 __all__ = [
@@ -118,6 +120,11 @@ class VerifyReport:
         return asdict(self)
 
 
+_EVENT_KEYS = frozenset(
+    "seq ts_us actor_id actor_role session type payload prev_hash hash format".split()
+)
+
+
 @dataclass(slots=True)
 class ExportedEvent(LoggedEvent):
     """An event read back from an export file or bundle (the stored fields)."""
@@ -133,13 +140,25 @@ class ExportedEvent(LoggedEvent):
             "payload": self.payload,
             "prev_hash": self.prev_hash,
             "hash": self.hash,
+            "format": self.format,
         }
 
     @classmethod
-    def from_json(cls, obj: Any) -> ExportedEvent:
-        """Strictly typed fields (no bool for int, no float), else ``ValueError``."""
+    def from_json(cls, obj: Any, extra: frozenset[str] = frozenset()) -> ExportedEvent:
+        """Strictly typed fields (no bool for int, no float), else ``ValueError``.
+
+        No other members than the stored fields and ``extra``: a renamed member must not
+        pass for an absent one. ``format`` may be absent (files written before it
+        existed: format 1).
+        """
         if not isinstance(obj, dict):
             raise ValueError("event is not an object")
+        unknown = obj.keys() - _EVENT_KEYS - extra
+        if unknown:
+            raise ValueError(f"event has unknown field {min(unknown)!r}")
+        format_ = obj.get("format", FORMAT_CHAINED)
+        if isinstance(format_, bool) or format_ not in FORMATS:
+            raise ValueError(f"event field 'format' is not one of {list(FORMATS)}")
 
         def get(name: str, kinds: tuple[type, ...], optional: bool = False) -> Any:
             if name not in obj:
@@ -164,6 +183,7 @@ class ExportedEvent(LoggedEvent):
             payload=get("payload", (str,)),
             prev_hash=get("prev_hash", (str,)),
             hash=get("hash", (str,)),
+            format=format_,
         )
 
 
@@ -179,6 +199,7 @@ def event_json(row: EventLike) -> dict[str, Any]:
         row.payload,
         row.prev_hash,
         row.hash,
+        row.format,
     ).to_json()
 
 
@@ -559,8 +580,10 @@ class _TreeCache:
 
     Why: the console verifies one contact at a time and each proof needs the tree of the
     whole log; re-reading a million events per click would stall the service. Leaves are
-    the stored bytes when read; later edits of *this* contact's events still fail their
-    inclusion proofs, and edits before the read fail the root comparison.
+    hashed from the stored bytes when read (for a format-2 event that is its hash,
+    recomputed, not copied: an edited event must not keep its old leaf); later edits of
+    *this* contact's events still fail their inclusion proofs, and edits before the read
+    fail the root comparison.
     """
 
     def __init__(self, capacity: int = 4) -> None:
@@ -574,9 +597,12 @@ class _TreeCache:
             tree = MerkleTree()
         batch: list[bytes] = []
         async for row in _events_between(session, tree.size, size):
-            seq, _, _, body = stored_body(row)
-            if seq != tree.size + len(batch) + 1:
+            if row.seq != tree.size + len(batch) + 1:
                 raise LookupError(f"event {tree.size + len(batch) + 1} is missing")
+            try:
+                body = stored_body(row)[4]
+            except (ValueError, TypeError):
+                raise LookupError(f"event {row.seq} is malformed") from None
             batch.append(_sha256(_LEAF + body).digest())
             if len(batch) >= _FEED_BATCH:
                 tree.extend(batch)
@@ -652,8 +678,13 @@ async def verify_contact(
 
         keys = installed_registry()
     events = await contact_events(session, contact_id)
+    leaves: dict[int, bytes] = {}
     for ev in events:
-        if link_hash(ev.prev_hash, row_bytes(ev)) != ev.hash:
+        try:
+            computed, leaves[ev.seq] = hash_and_leaf(ev.format, ev.prev_hash, row_bytes(ev))
+        except (ValueError, TypeError):
+            computed = ""
+        if computed != ev.hash:
             return ContactReport(
                 False,
                 "failed",
@@ -710,7 +741,7 @@ async def verify_contact(
         for done, ev in enumerate(covered):
             proof = tree.inclusion_proof(ev.seq - 1, cp.size)
             try:
-                verify_inclusion(leaf_hash(row_bytes(ev)), ev.seq - 1, cp.size, proof, cp.root_hash)
+                verify_inclusion(leaves[ev.seq], ev.seq - 1, cp.size, proof, cp.root_hash)
             except ProofError:
                 reason = "event is not in the signed checkpoint"
                 return replace(

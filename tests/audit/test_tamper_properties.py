@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,26 +17,60 @@ from sqlalchemy import insert, select, text, update
 
 from audit.checkpoints import WitnessRecord, create_checkpoint, load_checkpoints
 from audit.keys import KeyRegistry
-from audit.log import GENESIS_HASH
+from audit.log import FORMAT_CHAINED, FORMAT_LEAF, GENESIS_HASH
 from audit.models import AuditEvent, AuditHead
-from audit.verifier import VerifyReport, export_lines, verify_export_lines, verify_from_database
+from audit.verifier import (
+    CheckpointClaim,
+    ExportedEvent,
+    VerifyReport,
+    export_lines,
+    verify_export_lines,
+    verify_from_database,
+)
 from tests.audit.conftest import ORIGIN, OTHER, fill, make_events, sign_sizes
 from vbank.db import Database
 
 N = 24
 SIZES = (8, 16, 24)
 PUBLIC = KeyRegistry([OTHER.public])
-EVENTS = make_events(N)
-CLAIMS = sign_sizes(EVENTS, SIZES, OTHER, datetime(2026, 3, 1, tzinfo=UTC))
-LINES = [
-    line.encode()
-    for line in export_lines(EVENTS, CLAIMS, (N, EVENTS[-1].hash), origin=ORIGIN, event_count=N)
-]
-HEADER, EVENT_LINES, TAIL = LINES[0], LINES[1 : N + 1], LINES[N + 1 :]
-FOREIGN = [
-    line.encode()
-    for line in export_lines(make_events(N, start_ts=5), [], (N, ""), origin=ORIGIN, event_count=N)
-][1 : N + 1]
+MIXED = 10  # a mixed log: events 1..10 in format 1 (written before format 2), then format 2
+
+
+def _lines(events: Sequence[ExportedEvent], claims: Sequence[CheckpointClaim]) -> list[bytes]:
+    head = (len(events), events[-1].hash if claims else "")
+    lines = export_lines(events, claims, head, origin=ORIGIN, event_count=len(events))
+    return [line.encode() for line in lines]
+
+
+@dataclass(frozen=True)
+class _Export:
+    """An export of a signed log and foreign event lines to insert into it."""
+
+    lines: list[bytes]
+    foreign: list[bytes]
+
+    @property
+    def header(self) -> bytes:
+        return self.lines[0]
+
+    @property
+    def events(self) -> list[bytes]:
+        return self.lines[1 : N + 1]
+
+    @property
+    def tail(self) -> list[bytes]:
+        return self.lines[N + 1 :]
+
+
+def _export(chained: int) -> _Export:
+    events = make_events(N, chained=chained)
+    claims = sign_sizes(events, SIZES, OTHER, datetime(2026, 3, 1, tzinfo=UTC))
+    foreign = _lines(make_events(N, start_ts=5, chained=chained), [])[1 : N + 1]
+    return _Export(_lines(events, claims), foreign)
+
+
+EXPORTS = {"format2": _export(0), "mixed": _export(MIXED), "format1": _export(N)}
+LOGS = pytest.mark.parametrize("log", ["format2", "mixed"])
 
 
 def _examples(default: int) -> int:
@@ -60,14 +95,15 @@ def _first_difference(mutated: Sequence[bytes], original: Sequence[bytes]) -> in
     return None
 
 
-def test_the_untouched_export_verifies() -> None:
-    report = _verify_lines(LINES)
+@pytest.mark.parametrize("log", EXPORTS)
+def test_the_untouched_export_verifies(log: str) -> None:
+    report = _verify_lines(EXPORTS[log].lines)
     assert report.ok and report.events == N and report.checkpoints == 3, report
 
 
 @st.composite
-def event_line_mutations(draw: st.DrawFn) -> tuple[str, list[bytes]]:
-    lines = list(EVENT_LINES)
+def event_line_mutations(draw: st.DrawFn, export: _Export) -> tuple[str, list[bytes]]:
+    lines = list(export.events)
     kind = draw(st.sampled_from(["edit", "delete", "insert", "swap", "move", "truncate"]))
     if kind == "edit":
         i = draw(st.integers(0, N - 1))
@@ -82,7 +118,7 @@ def event_line_mutations(draw: st.DrawFn) -> tuple[str, list[bytes]]:
         if source == "copy":
             line = lines[draw(st.integers(0, N - 1))]
         elif source == "foreign":
-            line = FOREIGN[draw(st.integers(0, N - 1))]
+            line = export.foreign[draw(st.integers(0, N - 1))]
         else:
             line = draw(st.binary(min_size=0, max_size=40).filter(lambda b: b"\n" not in b))
             line += b"\n"
@@ -99,30 +135,34 @@ def event_line_mutations(draw: st.DrawFn) -> tuple[str, list[bytes]]:
     return kind, lines
 
 
+@LOGS
 @PROPS
-@given(event_line_mutations())
-def test_every_event_line_mutation_is_located(case: tuple[str, list[bytes]]) -> None:
-    kind, lines = case
-    expected = _first_difference(lines, EVENT_LINES)
+@given(data=st.data())
+def test_every_event_line_mutation_is_located(log: str, data: st.DataObject) -> None:
+    export = EXPORTS[log]
+    kind, lines = data.draw(event_line_mutations(export))
+    expected = _first_difference(lines, export.events)
     assert expected is not None
-    report = _verify_lines([HEADER, *lines, *TAIL])
+    report = _verify_lines([export.header, *lines, *export.tail])
     assert not report.ok, kind
     assert report.first_bad_seq == expected, (kind, report)
 
 
+@LOGS
 @PROPS
-@given(st.data())
-def test_every_byte_edit_or_cut_anywhere_is_detected(data: st.DataObject) -> None:
+@given(data=st.data())
+def test_every_byte_edit_or_cut_anywhere_is_detected(log: str, data: st.DataObject) -> None:
     """Edits of checkpoint and head lines and cuts of the file fail too (the header's
     informational fields are not part of the log and may be edited)."""
-    blob = b"".join(LINES)
-    events_end = len(HEADER) + sum(map(len, EVENT_LINES))
+    export = EXPORTS[log]
+    blob = b"".join(export.lines)
+    events_end = len(export.header) + sum(map(len, export.events))
     if data.draw(st.booleans(), "cut"):
-        cut = data.draw(st.integers(len(HEADER), len(blob) - 1), "offset")
+        cut = data.draw(st.integers(len(export.header), len(blob) - 1), "offset")
         report = _verify_lines([blob[:cut]])
         assert not report.ok
         if cut < events_end:  # a cut inside the events names the first one it removed
-            whole = len(blob[len(HEADER) : cut].splitlines())
+            whole = len(blob[len(export.header) : cut].splitlines())
             partial = not blob[:cut].endswith(b"\n")
             assert report.first_bad_seq == whole + (0 if partial else 1), report
         return
@@ -134,7 +174,10 @@ def test_every_byte_edit_or_cut_anywhere_is_detected(data: st.DataObject) -> Non
 
 # ------------------------------------------------------------------------ the database
 
-COLUMNS = ("ts_us", "actor_id", "actor_role", "session_ref", "type", "payload", "prev_hash", "hash")
+COLUMNS = (
+    *("ts_us", "actor_id", "actor_role", "session_ref", "type", "payload", "prev_hash", "hash"),
+    "format",
+)
 FIELDS = ("seq", *COLUMNS)
 
 
@@ -191,6 +234,8 @@ async def _apply(session: Any, case: dict[str, Any], rows: list[tuple[Any, ...]]
         new = _flip(old, case["pos"], case["ch"])
         if col == "actor_id" and not isinstance(new, int):
             new = 99
+        if col == "format" and case["pos"] % 2:  # the other known format, half the time
+            new = FORMAT_CHAINED if old == FORMAT_LEAF else FORMAT_LEAF
         await session.execute(
             update(AuditEvent).where(AuditEvent.seq == case["seq"]).values({col: new})
         )
@@ -224,12 +269,18 @@ async def _apply(session: Any, case: dict[str, Any], rows: list[tuple[Any, ...]]
             )
 
 
-@pytest.fixture
-async def signed_log(db: Database, keys: KeyRegistry) -> list[WitnessRecord]:
-    """N events with checkpoints at SIZES; returns the witness's copies of them."""
+@pytest.fixture(params=["format2", "mixed"])
+async def signed_log(
+    db: Database, keys: KeyRegistry, request: pytest.FixtureRequest
+) -> list[WitnessRecord]:
+    """N events with checkpoints at SIZES (the first MIXED written by the format-1
+    appender in the mixed log); returns the witness's copies of them."""
+    chained = MIXED if request.param == "mixed" else 0
     done = 0
     for size in SIZES:
-        await fill(db, size - done, start=done)
+        old = max(0, min(size, chained) - done)
+        await fill(db, old, start=done, chained=True)
+        await fill(db, size - done - old, start=done + old)
         await create_checkpoint(db, keys, origin=ORIGIN)
         done = size
     async with db.sessions() as session:

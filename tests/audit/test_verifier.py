@@ -19,9 +19,10 @@ from audit.checkpoints import (
     to_us,
 )
 from audit.keys import KeyRegistry
-from audit.log import GENESIS_HASH, iter_events, link_hash, row_bytes
+from audit.log import GENESIS_HASH, iter_events, row_hash
 from audit.models import AuditCheckpoint, AuditEvent, AuditHead
 from audit.verifier import (
+    ExportedEvent,
     clear_tree_cache,
     export_log,
     verify_contact,
@@ -73,7 +74,7 @@ async def _rehash_from(db: Database, seq: int) -> None:
         rows = [r async for r in iter_events(session)]
         prev = rows[seq - 2].hash if seq > 1 else GENESIS_HASH
         for r in rows[seq - 1 :]:
-            new = link_hash(prev, row_bytes(r))
+            new = row_hash(ExportedEvent(*r[:7], prev_hash=prev, format=r.format))
             await session.execute(
                 update(AuditEvent).where(AuditEvent.seq == r.seq).values(prev_hash=prev, hash=new)
             )

@@ -98,6 +98,7 @@ def test_reordered_events_are_detected() -> None:
             payload="{}",
             prev_hash="",
             hash="",
+            format=1,
         )
         for i in (1, 2, 3)
     ]

@@ -19,8 +19,11 @@ from audit.merkle import MerkleTree, ProofError, leaf_hash
 from tests.audit.conftest import make_events
 
 N = 40
-EVENTS = make_events(N)
-FIELDS = ("seq", "ts_us", "actor_id", "actor_role", "session_ref", "type", "payload", "prev_hash")
+EVENTS = make_events(N, chained=15)  # a mixed log: format 1, then format 2 from event 16
+FIELDS = (
+    *("seq", "ts_us", "actor_id", "actor_role", "session_ref", "type", "payload", "prev_hash"),
+    "format",
+)
 
 
 @st.composite
@@ -31,7 +34,7 @@ def tampered(draw: st.DrawFn) -> list[Any]:
         i = draw(st.integers(0, len(rows) - 1))
         if kind == "edit" and not isinstance(rows[i], Malformed):
             field = draw(st.sampled_from(FIELDS))
-            value = draw(st.sampled_from([None, 0, 1, i, "x", "{}", 2.5, True, "0" * 64]))
+            value = draw(st.sampled_from([None, 0, 1, 2, i, "x", "{}", 2.5, True, "0" * 64]))
             rows[i] = replace(rows[i], **{field: value})
         elif kind == "delete":
             del rows[i]
@@ -70,12 +73,17 @@ def test_batched_feeding_matches_event_by_event(rows: list[Any], batch: int) -> 
     assert fast.tree.size == fast.count
 
 
-def test_an_intact_log_builds_its_tree() -> None:
+@pytest.mark.parametrize("chained", [0, 15, N])
+def test_an_intact_log_builds_its_tree(chained: int) -> None:
+    events = make_events(N, chained=chained)
     feeder = ChainFeeder()
-    assert feeder.feed_all(EVENTS)
+    assert feeder.feed_all(events)
     assert feeder.count == N and feeder.failure is None
-    expected = MerkleTree(leaf_hash(row_bytes(e)) for e in EVENTS)
+    expected = MerkleTree(leaf_hash(row_bytes(e)) for e in events)
     assert feeder.tree.root() == expected.root()
+    # a format-2 event's hash is its leaf: the tree's leaves are the stored hashes
+    for e in events[chained:]:
+        assert feeder.tree.leaf_hash(e.seq - 1).hex() == e.hash
 
 
 def test_extend_packed_equals_extend_and_checks_its_length() -> None:
