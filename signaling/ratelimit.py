@@ -70,6 +70,10 @@ class TokenBucket:
         if cost < 0:
             raise ValueError("cost must be >= 0")
         self._refill()
+        return self._take(cost)
+
+    def _take(self, cost: float) -> bool:
+        """:meth:`try_acquire` right after a refill (one clock read per check)."""
         if cost <= self._tokens:
             self._tokens -= cost
             return True
@@ -159,10 +163,11 @@ class FloodGuard:
             raise ValueError("size must be >= 0")
         if size > self._bytes.burst:
             return self._reject("frame larger than byte burst")
-        if self._frames.tokens < 1 or self._bytes.tokens < size:
+        frames, bytes_ = self._frames, self._bytes
+        if frames.tokens < 1 or bytes_.tokens < size:  # both refilled just now
             return self._reject("frame/byte rate")
-        self._frames.try_acquire()
-        self._bytes.try_acquire(size)
+        frames._take(1)
+        bytes_._take(size)
         return Verdict.ALLOW
 
     def admit_message(self, msg_type: str) -> Verdict:
