@@ -41,6 +41,7 @@ import aiohttp
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from audit.checkpoint import Checkpoint, CheckpointError, sign_checkpoint
 from audit.keys import KeyRegistry
@@ -189,7 +190,7 @@ async def _extend(
     so a long catch-up never holds SQLite's single connection for long)."""
     table = AuditEvent.__table__
     while cr.size < upto:
-        async with db.sessions() as session:
+        async with db.reads() as session:
             rows: Sequence[Any] = (
                 await session.execute(
                     select(table)
@@ -228,7 +229,7 @@ async def create_checkpoint(
     events only. Raises :class:`CheckpointRefused` over a broken chain and
     :class:`audit.checkpoint.CheckpointError` when no key may sign at ``at``.
     """
-    async with db.sessions() as session:
+    async with db.reads() as session:
         latest = await _latest(session)
         head = (await session.execute(select(AuditHead.seq).where(AuditHead.id == 1))).scalar()
     head_seq = int(head or 0)
@@ -260,9 +261,15 @@ async def create_checkpoint(
         frontier=_frontier_text(cr),
         published=False,
     )
+
+    def insert(session: Session) -> None:
+        session.add(row)
+        session.flush()  # a concurrent signer's row shows here, as this unit's error
+
     try:
-        async with db.transaction() as session:
-            session.add(row)
+        # the group-commit writer's blocking connection: the write lock is held for the
+        # insert only, not across event-loop turns
+        await db.writer.run(insert)
     except IntegrityError:
         logger.info("checkpoint %d was already made by another process", cr.size)
         return None
@@ -399,7 +406,7 @@ class Checkpointer:
 
     async def start(self) -> None:
         """Start the background task."""
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             latest = await _latest(session)
         self._size = latest.size if latest is not None else 0
         self._last = time.monotonic()
@@ -432,7 +439,7 @@ class Checkpointer:
     async def _publish_pending(self) -> None:
         if not self.witness.configured:
             return
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             rows = list(
                 (
                     await session.execute(
@@ -461,7 +468,7 @@ class Checkpointer:
         logger.info("published %d checkpoint(s) to the witness", len(rows))
 
     async def _due(self) -> bool:
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             head = (await session.execute(select(AuditHead.seq).where(AuditHead.id == 1))).scalar()
         new = int(head or 0) - self._size
         if new <= 0:

@@ -80,6 +80,23 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def configure_sqlite_reader(sync_engine: Any) -> None:
+    """A read-only connection: deferred transactions (a WAL snapshot that takes no lock,
+    so readers never hold up the writers) and ``query_only`` so it cannot write."""
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA query_only=ON")
+        cur.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
 def configure_sqlite(sync_engine: Any) -> None:
     """WAL, foreign keys, a busy timeout, and BEGIN IMMEDIATE for every transaction."""
 
@@ -91,6 +108,10 @@ def configure_sqlite(sync_engine: Any) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=10000")
         cur.execute("PRAGMA synchronous=NORMAL")
+        # copy the WAL back every 10,000 pages (40 MB), not 1,000: chat batches dirty a
+        # few hundred index pages each, and checkpointing every few commits made a
+        # 240-line batch 30-40 % slower (measured on a 60,000-line table)
+        cur.execute("PRAGMA wal_autocheckpoint=10000")
         cur.close()
 
     @event.listens_for(sync_engine, "begin")
@@ -115,6 +136,17 @@ class Database:
         if self.is_sqlite:
             configure_sqlite(self.engine.sync_engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._read_engine: AsyncEngine | None = None
+        #: sessions for reads only; on SQLite a second connection whose transactions take
+        #: no lock (every transaction of ``sessions`` starts with BEGIN IMMEDIATE, which
+        #: holds the write lock for as long as the loop takes to read the rows)
+        self.reads = self.sessions
+        if self.is_sqlite and make_url(url).database not in (None, "", ":memory:"):
+            self._read_engine = create_async_engine(
+                async_url(url), echo=echo, pool_size=1, max_overflow=0, pool_timeout=60
+            )
+            configure_sqlite_reader(self._read_engine.sync_engine)
+            self.reads = async_sessionmaker(self._read_engine, expire_on_commit=False)
         self._writer: GroupWriter | None = None
         self._process_writer: ProcessWriter | None = None
 
@@ -153,6 +185,8 @@ class Database:
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
+        if self._read_engine is not None:
+            await self._read_engine.dispose()
         await self.engine.dispose()
 
     async def __aenter__(self) -> Database:

