@@ -10,6 +10,7 @@ lock upgrade; PostgreSQL uses an ordinary pool.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -84,21 +85,25 @@ def is_sqlite(url: str) -> bool:
 #: (40 MB), not 1,000: chat batches dirty a few hundred index pages each, and
 #: checkpointing every few commits made a 240-line batch 30-40 % slower (measured on a
 #: 60,000-line table)
-_WRITER_PRAGMAS = (
-    "journal_mode=WAL",
-    "foreign_keys=ON",
-    "synchronous=NORMAL",
-    "wal_autocheckpoint=10000",
-)
+_WRITER_PRAGMAS = ("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL")
+WAL_AUTOCHECKPOINT = 10_000
 #: a reader's connection: it cannot write
 _READER_PRAGMAS = ("query_only=ON",)
 
 
-def configure_sqlite(sync_engine: Any, *, read_only: bool = False) -> None:
+def configure_sqlite(
+    sync_engine: Any, *, read_only: bool = False, autocheckpoint: int = WAL_AUTOCHECKPOINT
+) -> None:
     """Pragmas, a busy timeout and how transactions begin: BEGIN IMMEDIATE for writers
     (no lock upgrade can deadlock), a deferred BEGIN for ``read_only`` connections (a WAL
-    snapshot that takes no lock, so readers never hold up the writers)."""
-    pragmas = _READER_PRAGMAS if read_only else _WRITER_PRAGMAS
+    snapshot that takes no lock, so readers never hold up the writers).  A writer with
+    ``autocheckpoint=0`` never copies the WAL back in its commits: something else must
+    (:func:`checkpoint_wal`)."""
+    pragmas = (
+        _READER_PRAGMAS
+        if read_only
+        else (*_WRITER_PRAGMAS, f"wal_autocheckpoint={int(autocheckpoint)}")
+    )
     begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
 
     @event.listens_for(sync_engine, "connect")
@@ -113,6 +118,16 @@ def configure_sqlite(sync_engine: Any, *, read_only: bool = False) -> None:
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql(begin)
+
+
+def checkpoint_wal(path: str) -> None:
+    """Copy what it can of the WAL back into the database file without waiting for or
+    blocking anyone (a PASSIVE checkpoint, on a connection of its own)."""
+    conn = sqlite3.connect(path, timeout=0)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    finally:
+        conn.close()
 
 
 class Database:

@@ -87,7 +87,7 @@ class BatchRunner:
     :mod:`vbank.writer_process` in a child process.
     """
 
-    def __init__(self, sync_url: Any, *, sqlite: bool) -> None:
+    def __init__(self, sync_url: Any, *, sqlite: bool, **sqlite_options: Any) -> None:
         from vbank.db import configure_sqlite
 
         kwargs: dict[str, Any] = {"pool_size": 1, "max_overflow": 0}
@@ -95,7 +95,7 @@ class BatchRunner:
             kwargs["pool_pre_ping"] = True
         self.engine = create_engine(sync_url, **kwargs)
         if sqlite:
-            configure_sqlite(self.engine)
+            configure_sqlite(self.engine, **sqlite_options)
         self.batches = 0
         self.units = 0
 

@@ -28,13 +28,16 @@ import multiprocessing
 import pickle
 import signal
 import socket
+import sqlite3
 import struct
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 
+from vbank.db import checkpoint_wal
 from vbank.writer import MAX_BATCH, Batcher, BatchRunner, BulkHandler, Job, Outcome
 
 logger = logging.getLogger(__name__)
@@ -43,6 +46,8 @@ _LEN = struct.Struct(">I")
 _PROCESS_SAFE: set[BulkHandler] = set()
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+#: how often the child copies the WAL back into the database file (SQLite)
+WAL_CHECKPOINT_S = 0.5
 #: modules the fork server imports once, so that a child forked from it starts in
 #: milliseconds.  A child still re-imports the main *script* (not ``python -m`` mains),
 #: so the `vbank` console script's own import, vbank.cli, is preloaded too.
@@ -84,7 +89,17 @@ def _read_frame(stream: Any) -> bytes | None:
 def child_main(sock: socket.socket, sync_url: URL | str, sqlite: bool) -> None:
     """The child: read a batch, run it, write its outcomes, until the parent hangs up."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us by closing the socket
-    runner = BatchRunner(sync_url, sqlite=sqlite)
+    stop = threading.Event()
+    if sqlite:
+        # commits here never copy the WAL back (tens of milliseconds every few commits
+        # under load); a thread of ours does, beside them
+        runner = BatchRunner(sync_url, sqlite=True, autocheckpoint=0)
+        path = make_url(sync_url).database or ""
+        threading.Thread(
+            target=_checkpoint_loop, args=(path, stop), name="wal-checkpoint", daemon=True
+        ).start()
+    else:
+        runner = BatchRunner(sync_url, sqlite=False)
     stream = sock.makefile("rwb")
     try:
         while (frame := _read_frame(stream)) is not None:
@@ -98,9 +113,18 @@ def child_main(sock: socket.socket, sync_url: URL | str, sqlite: bool) -> None:
             stream.write(_LEN.pack(len(data)) + data)
             stream.flush()
     finally:
+        stop.set()
         stream.close()
         sock.close()
         runner.dispose()
+
+
+def _checkpoint_loop(path: str, stop: threading.Event) -> None:
+    while not stop.wait(WAL_CHECKPOINT_S):
+        try:
+            checkpoint_wal(path)
+        except sqlite3.Error as exc:  # busy with another checkpoint, or gone: next time
+            logger.info("WAL checkpoint skipped: %s", exc)
 
 
 class ProcessWriter(Batcher):

@@ -89,3 +89,28 @@ async def test_reads_do_not_hold_up_writers(db: Database) -> None:
     async with db.reads() as fresh:
         after = (await fresh.execute(text("SELECT count(*) FROM users"))).scalar_one()
     assert after == before + 1
+
+
+def test_checkpoint_wal_copies_the_log_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A writer with autocheckpoint off leaves its frames in the WAL until checkpoint_wal
+    (the writer process's thread) copies them back."""
+    import sqlite3
+
+    from vbank.db import checkpoint_wal
+
+    path = str(tmp_path / "wal.sqlite3")
+    writer = sqlite3.connect(path)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("CREATE TABLE t (x TEXT)")
+    writer.executemany("INSERT INTO t VALUES (?)", [("x" * 500,) for _ in range(2000)])
+    writer.commit()
+    wal = tmp_path / "wal.sqlite3-wal"
+    assert wal.stat().st_size > 500_000
+    before = (tmp_path / "wal.sqlite3").stat().st_size
+    checkpoint_wal(path)
+    assert (tmp_path / "wal.sqlite3").stat().st_size > before + 500_000  # pages copied back
+    probe = sqlite3.connect(path)
+    assert probe.execute("SELECT count(*) FROM t").fetchone() == (2000,)
+    probe.close()
+    writer.close()
