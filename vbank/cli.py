@@ -41,7 +41,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, banner: str = "") -> None:
-    from vbank.app import create_app
+    from vbank.app import create_app, settle_heap
     from vbank.migrate import check_at_head
 
     problem = check_at_head(settings.database_url)
@@ -52,6 +52,7 @@ def _serve(settings: Settings, banner: str = "") -> None:
     print(f"vbank serving on {base}  (sign in at {base}/signin)", flush=True)
     if banner:
         print(banner, flush=True)
+    settle_heap()
     web.run_app(
         app,
         host=settings.host,

@@ -37,7 +37,7 @@ from aiohttp import WSMsgType, web
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 
-from vbank.app import create_app
+from vbank.app import create_app, settle_heap
 from vbank.auth.passwords import Passwords
 from vbank.auth.sessions import open_session
 from vbank.bench._load import WARMUP_DRAINS, LoadSpec, Pair, Peer, child_main, raise_fd_limit
@@ -393,6 +393,7 @@ async def run(
             )
 
         app = create_app(settings)
+        settle_heap()  # as `vbank serve` does before serving
         chat = app[SERVICES].realtime.contacts.chat
         watch = ServerWatch(lambda: (chat.writer.batches, chat.writer.units), profile_path)
         vbank = await load_test(app, vbank_pairs, watch, seconds, rate, tag)
