@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import pickle
@@ -89,6 +90,9 @@ def _read_frame(stream: Any) -> bytes | None:
 def child_main(sock: socket.socket, sync_url: URL | str, sqlite: bool) -> None:
     """The child: read a batch, run it, write its outcomes, until the parent hangs up."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us by closing the socket
+    # what the fork server imported (the whole app) is never garbage here: keep it out of
+    # the collector's scans (a full collection took 130-230 ms of a batch under load)
+    gc.freeze()
     stop = threading.Event()
     if sqlite:
         # commits here never copy the WAL back (tens of milliseconds every few commits

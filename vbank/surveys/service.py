@@ -238,7 +238,7 @@ class Surveys:
         and the customer answering) exactly one changes the row, the other skips it.
         """
         now = self.clock()
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             due: Sequence[str] = (
                 await session.scalars(
                     select(Survey.id)
@@ -291,7 +291,7 @@ class Surveys:
         """Mark invited surveys whose link has run out as expired (dashboards count them)."""
         now = self.clock()
         cutoff = self.policy.links_expired_before(now)
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             stale: Sequence[str] = (
                 await session.scalars(
                     select(Survey.id)

@@ -593,9 +593,9 @@ class TradingService:
 
     async def expire_due(self) -> list[DraftView]:
         """Expire pending drafts past their time (run by the service's ticker every second:
-        a plain read first, so an idle tick never takes the write lock)."""
+        a plain read on the read-only connection first, so an idle tick takes no lock)."""
         now = self.clock()
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             due = await session.scalar(
                 select(_DRAFTS.c.id)
                 .where(_DRAFTS.c.state == "pending", _DRAFTS.c.expires_at <= now)
@@ -632,7 +632,7 @@ class TradingService:
         by asking the backend; a confirmed key the backend never saw executes now (same
         idempotency key, so at most once)."""
         cutoff = self.clock() - timedelta(seconds=older_than_s)
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             rows = (
                 await session.execute(
                     select(_DRAFTS).where(

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import aiohttp
-from sqlalchemy import Table, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Select, Table, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit.envelope import EnvelopeError, MasterKeyring
@@ -203,7 +203,7 @@ class Worker:
             (and_(d.lease_until.is_not(None), d.lease_until > d.next_attempt_at), d.lease_until),
             else_=d.next_attempt_at,
         )
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             earliest = (
                 await session.execute(
                     select(func.min(ready_at))
@@ -235,22 +235,30 @@ class Worker:
         await self._record(results)
         return len(results)
 
+    @staticmethod
+    def _due(now: datetime, limit: int) -> Select[int]:
+        d, e = WebhookDelivery, WebhookEndpoint
+        return (
+            select(d.id)
+            .join(e, e.id == d.endpoint_id)
+            .where(
+                d.state == "pending",
+                d.next_attempt_at <= now,
+                or_(d.lease_until.is_(None), d.lease_until < now),
+                e.enabled.is_(True),
+            )
+            .order_by(d.next_attempt_at, d.id)
+            .limit(limit)
+        )
+
     async def _claim(self) -> list[Job]:
         d, e = WebhookDelivery, WebhookEndpoint
         now = datetime.now(UTC)
+        async with self.db.reads() as session:  # an idle poll takes no write lock
+            if (await session.execute(self._due(now, 1))).first() is None:
+                return []
         async with self.db.transaction() as session:
-            q = (
-                select(d.id)
-                .join(e, e.id == d.endpoint_id)
-                .where(
-                    d.state == "pending",
-                    d.next_attempt_at <= now,
-                    or_(d.lease_until.is_(None), d.lease_until < now),
-                    e.enabled.is_(True),
-                )
-                .order_by(d.next_attempt_at, d.id)
-                .limit(self.config.batch)
-            )
+            q = self._due(now, self.config.batch)
             if not self.db.is_sqlite:
                 q = q.with_for_update(skip_locked=True, of=d)
             ids = list((await session.execute(q)).scalars())
