@@ -93,15 +93,18 @@ async def test_security_headers(client: Client) -> None:
 def test_settle_heap_keeps_startup_objects_out_of_collections() -> None:
     import gc
 
-    from vbank.app import settle_heap
+    from vbank.app import FULL_COLLECTION_EVERY, settle_heap
 
     survivor: list[list[int]] = [[i] for i in range(1000)]  # lists: the collector tracks them
     gc.collect()
     probe = survivor[0]
     assert any(o is probe for o in gc.get_objects(generation=2))  # scanned by full collections
+    thresholds = gc.get_threshold()
     try:
         settle_heap()
         assert gc.get_freeze_count() >= len(survivor)
         assert not any(o is probe for o in gc.get_objects(generation=2))  # no longer
+        assert gc.get_threshold()[2] == FULL_COLLECTION_EVERY > thresholds[2]
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
