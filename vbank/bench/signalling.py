@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import json
 import logging
 import math
@@ -393,10 +394,15 @@ async def run(
             )
 
         app = create_app(settings)
+        thresholds = gc.get_threshold()
         settle_heap()  # as `vbank serve` does before serving
         chat = app[SERVICES].realtime.contacts.chat
         watch = ServerWatch(lambda: (chat.writer.batches, chat.writer.units), profile_path)
-        vbank = await load_test(app, vbank_pairs, watch, seconds, rate, tag)
+        try:
+            vbank = await load_test(app, vbank_pairs, watch, seconds, rate, tag)
+        finally:  # leave the collector as it was (the bench may run inside another program)
+            gc.unfreeze()
+            gc.set_threshold(*thresholds)
         db = Database(url)
         try:
             vbank["stored"] = await finish(db, seeded.contact_ids, close=database_url is not None)
