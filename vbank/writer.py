@@ -96,8 +96,6 @@ class BatchRunner:
         self.engine = create_engine(sync_url, **kwargs)
         if sqlite:
             configure_sqlite(self.engine, **sqlite_options)
-        self.batches = 0
-        self.units = 0
 
     def run_batch(self, jobs: list[Job]) -> list[Outcome]:
         """Every job's outcome; raises only if the batch as a whole could not commit."""
@@ -127,8 +125,6 @@ class BatchRunner:
                     self._together(session, jobs, indices, outcomes)
             append_many_sync(session, deferred)
             deferred.clear()
-        self.batches += 1
-        self.units += len(jobs)
         assert all(o is not None for o in outcomes), "every job has its outcome"
         return cast(list[Outcome], outcomes)
 

@@ -143,12 +143,10 @@ class ProcessWriter(Batcher):
         self._writer: asyncio.StreamWriter | None = None
         self.starts = 0
 
-    async def run(self, unit: Callable[[Session], Any]) -> Any:
-        raise TypeError("a ProcessWriter runs only bulk handlers marked process_safe")
-
     async def _submit(self, job: Job) -> Any:
-        if job.handler not in _PROCESS_SAFE:
-            raise TypeError(f"{job.handler!r} is not marked process_safe")
+        if job.handler not in _PROCESS_SAFE:  # plain units (no handler) included
+            what = job.handler or job.unit
+            raise TypeError(f"only bulk handlers marked process_safe cross, not {what!r}")
         return await super()._submit(job)
 
     @property
