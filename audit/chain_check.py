@@ -40,6 +40,7 @@ from audit.log import (
     EventLike,
     event_body,
     hash_and_leaf,
+    leaf_input,
 )
 from audit.merkle import MerkleTree
 from audit.models import AuditEvent
@@ -134,6 +135,7 @@ class ChainFeeder:
         """
         sha256 = hashlib.sha256
         body_of = event_body
+        leaf_of = leaf_input
         fields = _FIELDS
         leaves = self._leaves
         row_type = Row if self._row_layout else None
@@ -157,22 +159,26 @@ class ChainFeeder:
                 )
                 if seq != expected or link != prev_hex:
                     break
-                try:  # an unknown format raises too
-                    body = body_of(
-                        fmt, seq, ts_us, actor_id, actor_role, session_ref, type_, payload, link
-                    )
+                try:  # an unknown format or a field of the wrong type raises
+                    if fmt == 2:  # FORMAT_LEAF: the hash is the leaf and covers the link
+                        digest = sha256(
+                            leaf_of(
+                                seq, ts_us, actor_id, actor_role, session_ref, type_, payload, link
+                            )
+                        ).digest()
+                        if digest.hex() != hash_:
+                            break
+                        leaves += digest
+                    else:  # FORMAT_CHAINED
+                        body = body_of(
+                            fmt, seq, ts_us, actor_id, actor_role, session_ref, type_, payload, link
+                        )
+                        digest = sha256(prev_raw + body).digest()
+                        if digest.hex() != hash_:
+                            break
+                        leaves += sha256(b"\x00" + body).digest()
                 except (ValueError, TypeError):
                     break
-                if fmt == 2:  # FORMAT_LEAF: the hash is the leaf and covers the link
-                    digest = sha256(b"\x00" + body).digest()
-                    if digest.hex() != hash_:
-                        break
-                    leaves += digest
-                else:  # FORMAT_CHAINED
-                    digest = sha256(prev_raw + body).digest()
-                    if digest.hex() != hash_:
-                        break
-                    leaves += sha256(b"\x00" + body).digest()
                 prev_prev_hex, prev_raw, prev_hex = prev_hex, digest, hash_
                 expected += 1
             else:

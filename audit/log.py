@@ -114,25 +114,14 @@ def event_body(
     payload: str,
     prev_hash: str,
 ) -> bytes:
-    """:func:`event_bytes` with positional arguments: the verifier calls it once per event.
+    """:func:`event_bytes` with positional arguments (the verifier's careful path).
 
-    Format 2 is one f-string with the plain types tested inline (building the bytes
-    costs about as much as hashing them); ``prev_hash`` is embedded as is, so callers
-    compare it with the previous event's hash (canonical hex) before trusting the bytes.
-    Format 1 is kept byte for byte as it always was (``prev_hash`` unused).
+    Format 2 is :func:`leaf_input` without its prefix; format 1 is kept byte for byte as
+    it always was (``prev_hash`` unused).
     """
     if format_ == FORMAT_LEAF:
-        if actor_id is None or type(actor_id) is int:
-            aid: object = "null" if actor_id is None else actor_id
-        else:
-            aid = _json_scalar(actor_id)
-        role = "null" if actor_role is None else _json_str(actor_role)
-        ref = "null" if session_ref is None else _json_str(session_ref)
-        return (
-            f'{{"actor_id":{aid},"actor_role":{role},"format":2,"payload":{payload},'
-            f'"prev":"{prev_hash}","seq":{int(seq)},"session":{ref},"ts_us":{int(ts_us)},'
-            f'"type":{_json_str(type_)}}}'
-        ).encode()
+        data = leaf_input(seq, ts_us, actor_id, actor_role, session_ref, type_, payload, prev_hash)
+        return data[1:]
     if format_ != FORMAT_CHAINED:
         raise ValueError(f"unknown audit event format {format_!r}")
     return (
@@ -147,6 +136,38 @@ def event_body(
         + f',"ts_us":{int(ts_us)},"type":'
         + (_json_str(type_) if type(type_) is str else _json_scalar(type_))
         + "}"
+    ).encode()
+
+
+def leaf_input(
+    seq: int,
+    ts_us: int,
+    actor_id: int | None,
+    actor_role: str | None,
+    session_ref: str | None,
+    type_: str,
+    payload: str,
+    prev_hash: str,
+) -> bytes:
+    """A format-2 event's hash input: ``0x00`` and its canonical bytes (its hash is the
+    SHA-256 of this, which is also its RFC 6962 leaf).
+
+    One f-string with the plain types tested inline, the leaf prefix included: appends
+    and the verifier's fast path call it once per event, and building the bytes costs
+    about as much as hashing them (measured: a fifth faster than building the body and
+    prefixing it). ``prev_hash`` is embedded as is, so callers compare it with the
+    previous event's hash (canonical hex) before trusting the bytes.
+    """
+    if actor_id is None or type(actor_id) is int:
+        aid: object = "null" if actor_id is None else actor_id
+    else:
+        aid = _json_scalar(actor_id)
+    role = "null" if actor_role is None else _json_str(actor_role)
+    ref = "null" if session_ref is None else _json_str(session_ref)
+    return (
+        f'\x00{{"actor_id":{aid},"actor_role":{role},"format":2,"payload":{payload},'
+        f'"prev":"{prev_hash}","seq":{int(seq)},"session":{ref},"ts_us":{int(ts_us)},'
+        f'"type":{_json_str(type_)}}}'
     ).encode()
 
 
@@ -245,10 +266,9 @@ def _chain(seq: int, prev: str, events: Sequence[NewEvent]) -> list[LoggedEvent]
         seq += 1
         ts_us = ev.ts_us if ev.ts_us is not None else now
         actor = ev.actor
-        data = event_body(
-            FORMAT_LEAF, seq, ts_us, actor.user_id, actor.role, ev.session_ref, ev.type, body, prev
-        )
-        hash_ = sha256(_LEAF + data).hexdigest()
+        hash_ = sha256(
+            leaf_input(seq, ts_us, actor.user_id, actor.role, ev.session_ref, ev.type, body, prev)
+        ).hexdigest()
         rows.append(
             LoggedEvent(
                 seq,
