@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 import uuid
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from audit import log
 from audit.models import AuditEvent
@@ -18,7 +20,7 @@ from vbank.contact.chat import ChatWriter, PostRefused
 from vbank.contact.models import ChatMessage
 from vbank.db import Database
 from vbank.roles import Role
-from vbank.writer_process import WriterProcessDied
+from vbank.writer_process import WriterProcessDied, process_safe
 
 
 @pytest.fixture
@@ -82,6 +84,13 @@ async def test_only_marked_bulk_handlers_cross(db: Database) -> None:
         await db.process_writer.run(lambda session: 1)
 
 
+@process_safe
+def _slow_batch(session: Session, items: list[float]) -> list[float]:
+    """A bulk handler that keeps the child busy (for killing it mid-batch)."""
+    time.sleep(max(items))
+    return items
+
+
 async def test_a_dead_child_fails_its_batch_and_is_replaced(
     db: Database, parties: tuple[int, int, str]
 ) -> None:
@@ -91,13 +100,52 @@ async def test_a_dead_child_fails_its_batch_and_is_replaced(
     writer = db.process_writer
     first = writer.pid
     assert first is not None
+    busy = asyncio.ensure_future(writer.run_bulk(_slow_batch, 5.0))
+    lost = asyncio.ensure_future(chat.post(cid, customer, "customer", "k2", "lost with the child"))
+    await asyncio.sleep(0.5)  # both sent; the child is inside the slow batch
     os.kill(first, signal.SIGKILL)
-    await asyncio.sleep(0.2)
-    with pytest.raises(WriterProcessDied):
-        await chat.post(cid, customer, "customer", "k2", "lost with the child")
+    for job in (busy, lost):
+        with pytest.raises(WriterProcessDied):
+            await asyncio.wait_for(job, 10)
     after = await chat.post(cid, customer, "customer", "k2", "resent")  # the client resends
     assert after.seq == 2 and not after.duplicate
     assert writer.starts == 2 and writer.pid not in (None, first)
+
+
+async def test_an_idle_child_that_died_is_replaced_unnoticed(
+    db: Database, parties: tuple[int, int, str]
+) -> None:
+    customer, _, cid = parties
+    chat = ChatWriter(db, in_process=True)
+    await chat.post(cid, customer, "customer", "i1", "before")
+    writer = db.process_writer
+    first = writer.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    await asyncio.sleep(0.3)  # nothing was in flight: nobody's line is lost
+    after = await chat.post(cid, customer, "customer", "i2", "after")
+    assert after.seq == 2 and writer.starts == 2 and writer.pid not in (None, first)
+
+
+async def test_frames_sent_while_the_child_is_busy_share_a_commit(
+    db: Database, parties: tuple[int, int, str]
+) -> None:
+    """Lines queued in separate event-loop turns while a batch runs are merged."""
+    customer, _, cid = parties
+    chat = ChatWriter(db, in_process=True)
+    await chat.post(cid, customer, "customer", "m0", "start the child")
+    writer = db.process_writer
+    busy = asyncio.ensure_future(writer.run_bulk(_slow_batch, 0.5))
+    posts = []
+    for i in range(1, 21):  # one frame per turn
+        posts.append(asyncio.ensure_future(chat.post(cid, customer, "customer", f"m{i}", "x")))
+        await asyncio.sleep(0.005)
+    before = writer.batches
+    results = await asyncio.gather(*posts)
+    await busy
+    assert sorted(r.seq for r in results) == list(range(2, 22))  # in the order sent
+    assert [r.seq for r in results] == list(range(2, 22))
+    assert writer.batches - before <= 3  # not one commit each
 
 
 async def test_close_stops_the_child(settings, parties: tuple[int, int, str]) -> None:  # type: ignore[no-untyped-def]
