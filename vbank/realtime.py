@@ -273,13 +273,17 @@ class Realtime:
         result = await self.contacts.post(
             caller, message.contact_id, message.client_id, message.text
         )
-        await self._ack(
-            caller,
-            message,
-            seq=result.seq,
-            contact_id=message.contact_id,
-            ts=utc(result.created_at),
-        )
+        if message.id is not None:
+            # built unvalidated (the hot path): every field is the validated message's or
+            # the stored line's, as in _chat_frame
+            await self._reply(
+                p.Ack.model_construct(
+                    id=message.id,
+                    seq=result.seq,
+                    contact_id=message.contact_id,
+                    ts=utc(result.created_at),
+                )
+            )
         if not result.duplicate:
             await self._send_chat(result, skip=_origin.get())
 
@@ -555,8 +559,12 @@ def _row_frame(row: StoredMessage) -> p.ChatMessage:
 def _chat_frame(
     contact_id: str, seq: int, sender_role: str, text: str, client_id: str | None, ts: object
 ) -> p.ChatMessage:
+    """A stored line as a frame, built without validating it again (pydantic's checks of
+    the outgoing frames were a tenth of the event loop's time per line): the text, ids
+    and sender were validated when the line was posted and stored; tests check that
+    these frames parse as valid server messages."""
     assert isinstance(ts, datetime)
-    return p.ChatMessage(
+    return p.ChatMessage.model_construct(
         contact_id=contact_id,
         seq=seq,
         sender=sender_role,  # type: ignore[arg-type]

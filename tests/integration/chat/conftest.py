@@ -11,7 +11,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from pydantic import ValidationError
 
+from signaling.protocol import parse_server_message
 from tests.conftest import signin
 
 _ids = itertools.count(1)
@@ -24,12 +26,17 @@ class Peer:
         self.client = client
         self.ws = ws
         self.frames: list[dict[str, Any]] = []
+        self.invalid: list[tuple[str, str]] = []  # (frame, why) for frames off the schema
         self._new = asyncio.Event()
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
         async for msg in self.ws:
             if msg.type is aiohttp.WSMsgType.TEXT:
+                try:  # every frame the server sends must be a valid server message
+                    parse_server_message(msg.data)
+                except ValidationError as exc:
+                    self.invalid.append((msg.data, str(exc)))
                 self.frames.append(json.loads(msg.data))
                 self._new.set()
         self._new.set()
@@ -82,7 +89,7 @@ async def server(aiohttp_server: Any, app: web.Application) -> TestServer:
 
 
 @pytest.fixture
-def connect(aiohttp_client: Any, server: TestServer) -> Any:
+async def connect(aiohttp_client: Any, server: TestServer) -> Any:
     peers: list[Peer] = []
 
     async def make(
@@ -98,7 +105,9 @@ def connect(aiohttp_client: Any, server: TestServer) -> Any:
             await peer.wait_type("welcome")
         return peer
 
-    return make
+    yield make
+    invalid = [bad for peer in peers for bad in peer.invalid]
+    assert not invalid, f"the server sent frames off its schema: {invalid[:3]}"
 
 
 async def assigned_contact(connect: Any, make_user: Any) -> tuple[Peer, Peer, str]:
