@@ -786,6 +786,12 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError("NaN/Infinity are not JSON")
 
 
+#: one decoder for every frame (``json.loads`` with hooks builds a new one per call)
+_DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=_no_duplicates, parse_constant=_reject_constant
+)
+
+
 def _safe_fragment(value: object, limit: int = 40) -> str:
     """A short printable rendering of a (client-controlled) location component."""
     text = str(value)
@@ -826,7 +832,7 @@ def parse_client_message(raw: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES
     if _too_deep(text, MAX_JSON_DEPTH):
         raise ProtocolError(ErrorCode.BAD_JSON, f"JSON nested deeper than {MAX_JSON_DEPTH}")
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        obj = _DECODER.decode(text)
     except _DuplicateKeyError:
         raise ProtocolError(ErrorCode.BAD_JSON, "duplicate key in JSON object") from None
     except RecursionError:  # belt and braces: _too_deep should have caught it
