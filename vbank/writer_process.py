@@ -28,6 +28,7 @@ import gc
 import logging
 import multiprocessing
 import pickle
+import select
 import signal
 import socket
 import sqlite3
@@ -47,6 +48,14 @@ logger = logging.getLogger(__name__)
 
 _LEN = struct.Struct(">I")
 _RECV = 1 << 20
+#: a batch of fewer than LINGER_JOBS jobs waits up to LINGER_S for more (like PostgreSQL's
+#: commit_delay): at 2,000 chat lines/s a commit otherwise carried about 5 lines, and the
+#: fixed cost of each commit kept the child busy most of the time on a 2-core machine.
+#: Measured with `vbank bench signalling` at 2,000 lines/s: mean batch 5 -> 10, p99
+#: median about 40 -> 32 ms (nine runs without, six with), p50 about 8 -> 10 ms;
+#: throughput unchanged (its batches are larger). 4 ms was no better (p99 34-42 ms).
+LINGER_S = 0.002
+LINGER_JOBS = 16
 _PROCESS_SAFE: set[BulkHandler] = set()
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
@@ -112,6 +121,13 @@ class _Frames:
             del buf[: _LEN.size + n]
             self._ready.append([Job(None, handler, item) for handler, item in pairs])
 
+    def _drain(self) -> None:
+        while not self._eof:
+            try:
+                self._take(self._sock.recv(_RECV, socket.MSG_DONTWAIT))
+            except BlockingIOError:
+                break
+
     def batch(self) -> list[Job] | None:
         """The next batch: waits for one frame, then adds the frames already here (whole
         frames, up to ``max_batch`` jobs); None once the parent hung up and all is done."""
@@ -119,11 +135,10 @@ class _Frames:
             if self._eof:
                 return None
             self._take(self._sock.recv(_RECV))
-        while not self._eof:
-            try:
-                self._take(self._sock.recv(_RECV, socket.MSG_DONTWAIT))
-            except BlockingIOError:
-                break
+        self._drain()
+        if sum(len(r) for r in self._ready) < LINGER_JOBS and not self._eof:
+            if select.select([self._sock], [], [], LINGER_S)[0]:
+                self._drain()
         jobs = self._ready.popleft()
         while self._ready and len(jobs) + len(self._ready[0]) <= self._max:
             jobs += self._ready.popleft()

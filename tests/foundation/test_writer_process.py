@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import signal
+import socket
+import struct
+import threading
 import time
 import uuid
 
@@ -16,6 +20,7 @@ from sqlalchemy.orm import Session
 from audit import log
 from audit.models import AuditEvent
 from tests.trading.test_service import open_contact
+from vbank import writer_process
 from vbank.contact.chat import ChatWriter, PostRefused
 from vbank.contact.models import ChatMessage
 from vbank.db import Database
@@ -162,3 +167,43 @@ async def test_close_stops_the_child(settings, parties: tuple[int, int, str]) ->
 def test_chat_events_have_no_listeners(app) -> None:  # type: ignore[no-untyped-def]
     """The child runs no audit listeners, so none may exist for what it appends."""
     assert not log._listeners.get("chat.message")
+
+
+def _frame(items: list[float]) -> bytes:
+    data = pickle.dumps([(_slow_batch, i) for i in items])
+    return struct.pack(">I", len(data)) + data
+
+
+def _frames_after(sock: socket.socket, delay: float, data: bytes) -> threading.Thread:
+    thread = threading.Timer(delay, sock.sendall, args=(data,))
+    thread.start()
+    return thread
+
+
+def test_a_small_batch_lingers_for_company(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A few jobs wait a moment for more (one commit instead of several); the wait here is
+    stretched to a second so that the test does not depend on the machine's speed."""
+    monkeypatch.setattr(writer_process, "LINGER_S", 1.0)
+    parent, child = socket.socketpair()
+    with parent, child:
+        frames = writer_process._Frames(child, max_batch=256)
+        parent.sendall(_frame([0.0]))
+        late = _frames_after(parent, 0.05, _frame([0.0, 0.0]))
+        batch = frames.batch()
+        late.join()
+    assert batch is not None and len(batch) == 3
+
+
+def test_a_full_batch_does_not_linger(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writer_process, "LINGER_S", 1.0)
+    parent, child = socket.socketpair()
+    with parent, child:
+        frames = writer_process._Frames(child, max_batch=256)
+        parent.sendall(_frame([0.0] * writer_process.LINGER_JOBS))
+        late = _frames_after(parent, 0.05, _frame([0.0]))
+        first = frames.batch()
+        late.join()
+        parent.shutdown(socket.SHUT_WR)  # the last frame need not wait for company
+        second = frames.batch()
+    assert first is not None and len(first) == writer_process.LINGER_JOBS
+    assert second is not None and len(second) == 1
