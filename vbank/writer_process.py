@@ -187,6 +187,11 @@ def _checkpoint_loop(path: str, stop: threading.Event) -> None:
             logger.info("WAL checkpoint skipped: %s", exc)
 
 
+def _frame(batch: list[tuple[Job, asyncio.Future[Any]]]) -> bytes:
+    data = pickle.dumps([(job.handler, job.item) for job, _ in batch], pickle.HIGHEST_PROTOCOL)
+    return _LEN.pack(len(data)) + data
+
+
 @dataclass(eq=False)
 class _Child:
     """One child process and the futures of the jobs it has been sent, in order."""
@@ -233,6 +238,14 @@ class ProcessWriter(Batcher):
         return child.proc.pid if child is not None and child.proc.is_alive() else None
 
     async def _send(self) -> None:
+        try:
+            await self._send_queued()
+        except Exception as exc:  # a bug here must not leave callers waiting forever
+            logger.exception("the database writer's sender failed")
+            self._fail([f for _, f in self._queue], exc)
+            self._queue.clear()
+
+    async def _send_queued(self) -> None:
         while self._queue:
             try:
                 child = self._child if self._child is not None else await self._start()
@@ -246,19 +259,19 @@ class ProcessWriter(Batcher):
             if not batch:
                 continue
             try:
-                data = pickle.dumps(
-                    [(job.handler, job.item) for job, _ in batch], protocol=pickle.HIGHEST_PROTOCOL
-                )
-            except Exception as exc:  # an item that does not pickle fails its frame
-                self._fail([f for _, f in batch], exc)
-                continue
+                data = _frame(batch)
+            except Exception:  # an item that does not pickle fails alone
+                batch = [(j, f) for j, f in batch if self._pickles(j, f)]
+                if not batch:
+                    continue
+                data = _frame(batch)
             # no await between the check and the hand-over: a child found dead later has
             # these futures in its list and fails them
             if child.dead:
                 self._queue[:0] = batch
                 continue
             child.inflight.extend(f for _, f in batch)
-            child.writer.write(_LEN.pack(len(data)) + data)
+            child.writer.write(data)
             with contextlib.suppress(ConnectionError):  # the receiver notices and fails them
                 await child.writer.drain()
 
@@ -310,6 +323,14 @@ class ProcessWriter(Batcher):
                     len(child.inflight),
                 )
             await self._reap(child)
+
+    def _pickles(self, job: Job, future: asyncio.Future[Any]) -> bool:
+        try:
+            pickle.dumps((job.handler, job.item), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            self._fail([future], exc)
+            return False
+        return True
 
     @staticmethod
     def _fail(futures: Sequence[asyncio.Future[Any]], exc: BaseException) -> None:

@@ -207,3 +207,20 @@ def test_a_full_batch_does_not_linger(monkeypatch: pytest.MonkeyPatch) -> None:
         second = frames.batch()
     assert first is not None and len(first) == writer_process.LINGER_JOBS
     assert second is not None and len(second) == 1
+
+
+async def test_an_item_that_does_not_cross_fails_alone(
+    db: Database, parties: tuple[int, int, str]
+) -> None:
+    customer, _, cid = parties
+    chat = ChatWriter(db, in_process=True)
+    await chat.post(cid, customer, "customer", "p1", "before")
+    bad, good = await asyncio.gather(  # queued in the same turn: one frame
+        db.process_writer.run_bulk(_slow_batch, lambda: 0.0),
+        chat.post(cid, customer, "customer", "p2", "beside it"),
+        return_exceptions=True,
+    )
+    assert isinstance(bad, (pickle.PicklingError, AttributeError, TypeError))
+    assert not isinstance(good, BaseException) and good.seq == 2
+    after = await chat.post(cid, customer, "customer", "p3", "after")
+    assert after.seq == 3 and db.process_writer.starts == 1
