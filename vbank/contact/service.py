@@ -135,7 +135,7 @@ class ContactService:
 
     async def participant(self, caller: Caller, contact_id: str) -> Contact:
         """The contact, if the caller takes part in it (else not_found: do not reveal it)."""
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             contact = await self.get(session, contact_id)
         if caller.user_id not in (contact.customer_id, contact.agent_id):
             raise ContactError("not_found", "no such contact")
@@ -144,7 +144,7 @@ class ContactService:
     async def open_contacts(self, caller: Caller) -> list[ContactView]:
         """The caller's open contacts with unread counts."""
         column = Contact.customer_id if caller.role is Role.CUSTOMER else Contact.agent_id
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             rows = (
                 await session.execute(
                     select(Contact, ContactRead.last_read_seq)
@@ -163,7 +163,7 @@ class ContactService:
         self, caller: Caller, contact_id: str, after_seq: int = 0, limit: int = MAX_HISTORY
     ) -> list[ChatMessage]:
         await self.participant(caller, contact_id)
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             return list(
                 (
                     await session.execute(
@@ -176,7 +176,7 @@ class ContactService:
             )
 
     async def display_name(self, user_id: int) -> str:
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             name = await session.scalar(select(User.display_name).where(User.id == user_id))
         return name or f"user {user_id}"
 

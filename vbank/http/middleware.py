@@ -111,7 +111,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     token = request.cookies.get(SESSION_COOKIE, "")
     principal: Principal | None = None
     if token:
-        async with services.db.sessions() as session:
+        async with services.db.reads() as session:  # no write lock for every request
             principal = await load_session(session, token)
     if principal is not None:
         request[PRINCIPAL] = principal

@@ -266,7 +266,7 @@ class TradingService:
 
     async def accounts(self, caller: Caller, contact_id: str | None = None) -> list[AccountView]:
         """A customer's own accounts; an agent sees them only in a verified session."""
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             if caller.role is Role.CUSTOMER:
                 return await accounts_of(session, caller.user_id)
             contact = _mine(await session.get(Contact, contact_id) if contact_id else None, caller)
@@ -275,7 +275,7 @@ class TradingService:
 
     async def drafts(self, caller: Caller, contact_id: str) -> list[DraftView]:
         """The contact's drafts, oldest first (for a page reload or reconnect)."""
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             contact = await session.get(Contact, contact_id)
             mine = contact is not None and caller.user_id in (
                 contact.agent_id,

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sqlalchemy import select
+from aiohttp import web
+from sqlalchemy import select, update
 
 from audit.log import verify_database
 from audit.models import AuditEvent
-from tests.conftest import MakeUser
+from tests.conftest import MakeUser, signin
+from tests.integration.chat.conftest import Peer, assigned_contact
+from vbank.context import SERVICES
 from vbank.db import Database
+from vbank.models import User
 from vbank.roles import Role
 
 
@@ -214,3 +218,29 @@ async def test_flooding_client_is_cut_off_alone(connect: Any, make_user: MakeUse
     assert flooder.ws.closed and flooder.ws.close_code == 1008
     ref = await bystander.send("ping")
     await bystander.wait_type("pong", id=ref)
+
+
+async def test_reads_go_on_while_a_write_transaction_is_open(
+    connect: Any, make_user: MakeUser, app: web.Application, server: Any, aiohttp_client: Any
+) -> None:
+    """Signing a request in and a reconnect's hello (open contacts, names, history,
+    drafts) do not wait for another write transaction: on SQLite they read on the
+    read-only connection."""
+    customer, agent, contact_id = await assigned_contact(connect, make_user)
+    await customer.send("chat.send", contact_id=contact_id, client_id="w1", text="before")
+    await agent.wait_type("chat.message", contact_id=contact_id, seq=1)
+    client = await aiohttp_client(server)
+    await signin(client, "ana")  # signing in writes: before the lock is taken
+
+    async with app[SERVICES].db.transaction() as session:
+        # holds SQLite's write lock (and the service's one write connection) meanwhile
+        await session.execute(update(User).where(User.username == "cust").values(disabled=False))
+        me = await asyncio.wait_for(client.get("/api/auth/me"), 5)
+        assert me.status == 200 and (await me.json())["user"]["username"] == "ana"
+        ws = await asyncio.wait_for(client.ws_connect("/ws"), 5)
+        again = Peer(client, ws)
+        await again.send("hello", resume={})
+        line = await again.wait_type("chat.message", contact_id=contact_id, seq=1)
+        assert line["text"] == "before"
+        await again.wait_type("contact.assigned", contact_id=contact_id)
+    await again.close()
