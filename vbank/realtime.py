@@ -197,7 +197,7 @@ class Realtime:
         from vbank.models import AgentProfile
 
         router = self.contacts.router
-        if any(a.agent_id == str(user_id) for a in router.agents()):
+        if router.has_agent(str(user_id)):
             return
         async with self.contacts.db.sessions() as session:
             profile = await session.get(AgentProfile, user_id)

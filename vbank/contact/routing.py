@@ -229,6 +229,11 @@ class Router:
     def agents(self) -> list[AgentView]:
         return [agent.view() for agent in self._agents.values()]
 
+    def has_agent(self, agent_id: str) -> bool:
+        """Whether the agent is registered (a look-up, where ``agents()`` builds every view:
+        asking that per agent made 1,000 connections or a restart quadratic)."""
+        return agent_id in self._agents
+
     def queued(self, skill: str | None = None) -> list[QueuedContact]:
         """Waiting contacts in service order (optionally of one skill)."""
         contacts = (c for c in self._queued.values() if skill is None or c.skill == skill)

@@ -112,9 +112,7 @@ class ContactService:
             else:
                 profile = agents.get(c.agent_id)
                 agent_id = str(c.agent_id)
-                if profile is not None and agent_id not in {
-                    a.agent_id for a in self.router.agents()
-                }:
+                if profile is not None and not self.router.has_agent(agent_id):
                     self.router.add_agent(
                         agent_id,
                         profile.skill_set & self.router.skills,

@@ -377,9 +377,19 @@ def test_remove_agent_requeues_their_contacts() -> None:
     router.enqueue("c0", "cards", now=0.0)
     router.assign(now=1.0)
     assert router.remove_agent("a1") == [Requeue("c0", "a1", "cards")]
+    assert not router.has_agent("a1")
     assert router.position("c0") == 1
     with pytest.raises(RoutingError):
         router.agent("a1")
+
+
+def test_has_agent_is_what_agents_lists() -> None:
+    router = make_router()
+    assert not router.has_agent("a1")
+    agent(router, "a1", "cards")
+    agent(router, "a2", "cards")
+    assert router.has_agent("a1") and router.has_agent("a2") and not router.has_agent("a3")
+    assert {a.agent_id for a in router.agents()} == {"a1", "a2"}
 
 
 def test_login_again_keeps_contacts_and_updates_profile() -> None:
