@@ -231,9 +231,14 @@ class Realtime:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await _origin.get().send_str(p.serialize_server_message(frame))
 
-    async def _ack(self, caller: Caller, message: p.ClientMessage, **kw: object) -> None:
+    async def _ack(
+        self, caller: Caller, message: p.ClientMessage, *, trusted: bool = False, **kw: object
+    ) -> None:
+        """Acknowledge ``message`` if it has an id; ``trusted`` builds the frame without
+        validating it again (the chat hot path, as in :func:`_chat_frame`)."""
         if message.id is not None:
-            await self._reply(p.Ack(id=message.id, **kw))  # type: ignore[arg-type]
+            build = p.Ack.model_construct if trusted else p.Ack
+            await self._reply(build(id=message.id, **kw))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ handlers
 
@@ -273,17 +278,14 @@ class Realtime:
         result = await self.contacts.post(
             caller, message.contact_id, message.client_id, message.text
         )
-        if message.id is not None:
-            # built unvalidated (the hot path): every field is the validated message's or
-            # the stored line's, as in _chat_frame
-            await self._reply(
-                p.Ack.model_construct(
-                    id=message.id,
-                    seq=result.seq,
-                    contact_id=message.contact_id,
-                    ts=utc(result.created_at),
-                )
-            )
+        await self._ack(  # every field is the validated message's or the stored line's
+            caller,
+            message,
+            trusted=True,
+            seq=result.seq,
+            contact_id=message.contact_id,
+            ts=utc(result.created_at),
+        )
         if not result.duplicate:
             await self._send_chat(result, skip=_origin.get())
 
@@ -559,10 +561,10 @@ def _row_frame(row: StoredMessage) -> p.ChatMessage:
 def _chat_frame(
     contact_id: str, seq: int, sender_role: str, text: str, client_id: str | None, ts: object
 ) -> p.ChatMessage:
-    """A stored line as a frame, built without validating it again (pydantic's checks of
-    the outgoing frames were a tenth of the event loop's time per line): the text, ids
-    and sender were validated when the line was posted and stored; tests check that
-    these frames parse as valid server messages."""
+    """A stored line as a frame, built without validating it again (checking the two
+    outgoing frames of a chat line was about 4 % of the event loop's time, cProfile with
+    1,000 clients): the text, ids and sender were validated when the line was posted and
+    stored; tests check that these frames parse as valid server messages."""
     assert isinstance(ts, datetime)
     return p.ChatMessage.model_construct(
         contact_id=contact_id,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -78,6 +78,23 @@ class Outcome:
 
     value: Any = None
     error: BaseException | None = None
+
+
+def settle(future: asyncio.Future[Any], outcome: Outcome) -> None:
+    """Hand a job's outcome to its caller (unless the caller gave up waiting)."""
+    if future.done():
+        return
+    if outcome.error is not None:
+        future.set_exception(outcome.error)
+    else:
+        future.set_result(outcome.value)
+
+
+def fail(futures: Iterable[asyncio.Future[Any]], exc: BaseException) -> None:
+    """Fail every caller still waiting on one of ``futures`` with ``exc``."""
+    for future in futures:
+        if not future.done():
+            future.set_exception(exc)
 
 
 class BatchRunner:
@@ -219,19 +236,12 @@ class Batcher:
             except Exception as exc:  # begin or commit failed: no unit took effect
                 outcomes = [Outcome(error=exc) for _ in batch]
             except BaseException:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(RuntimeError("the database writer stopped"))
+                fail([future for _, future in batch], RuntimeError("the database writer stopped"))
                 raise
             self.batches += 1
             self.units += len(batch)
             for (_, future), out in zip(batch, outcomes, strict=True):
-                if future.done():
-                    continue
-                if out.error is not None:
-                    future.set_exception(out.error)
-                else:
-                    future.set_result(out.value)
+                settle(future, out)
 
     async def _finish(self) -> None:
         if self._task is not None and not self._task.done():

@@ -42,7 +42,16 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 
 from vbank.db import checkpoint_wal
-from vbank.writer import MAX_BATCH, Batcher, BatchRunner, BulkHandler, Job, Outcome
+from vbank.writer import (
+    MAX_BATCH,
+    Batcher,
+    BatchRunner,
+    BulkHandler,
+    Job,
+    Outcome,
+    fail,
+    settle,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -207,9 +216,10 @@ class _Child:
 class ProcessWriter(Batcher):
     """A :class:`~vbank.writer.Batcher` whose batches run in a child process.
 
-    The jobs queued in one turn of the event loop leave as one frame at the end of that
-    turn; outcomes come back in the order the jobs were sent and a reader task hands
-    them to their callers. Several frames may be in flight: the child merges them.
+    It keeps the Batcher's queue and counters but not its drain (one batch in flight at
+    a time): the jobs queued in one turn of the event loop leave as one frame at the end
+    of that turn; outcomes come back in the order the jobs were sent and a reader task
+    hands them to their callers. Several frames may be in flight: the child merges them.
     """
 
     def __init__(self, sync_url: URL | str, *, sqlite: bool, max_batch: int = MAX_BATCH) -> None:
@@ -240,20 +250,14 @@ class ProcessWriter(Batcher):
     async def _send(self) -> None:
         try:
             await self._send_queued()
-        except Exception as exc:  # a bug here must not leave callers waiting forever
-            logger.exception("the database writer's sender failed")
-            self._fail([f for _, f in self._queue], exc)
+        except Exception as exc:  # the child did not start, or a bug: nobody waits forever
+            logger.exception("the database writer could not send")
+            fail([f for _, f in self._queue], exc)
             self._queue.clear()
 
     async def _send_queued(self) -> None:
         while self._queue:
-            try:
-                child = self._child if self._child is not None else await self._start()
-            except Exception as exc:
-                logger.exception("the database writer process did not start")
-                self._fail([f for _, f in self._queue], exc)
-                self._queue.clear()
-                return
+            child = self._child if self._child is not None else await self._start()
             batch = [(j, f) for j, f in self._queue[: self.max_batch] if not f.done()]
             del self._queue[: self.max_batch]
             if not batch:
@@ -308,13 +312,7 @@ class ProcessWriter(Batcher):
                 self.batches += 1
                 self.units += len(outcomes)
                 for out in outcomes:
-                    future = child.inflight.popleft()
-                    if future.done():  # its caller gave up waiting
-                        continue
-                    if out.error is not None:
-                        future.set_exception(out.error)
-                    else:
-                        future.set_result(out.value)
+                    settle(child.inflight.popleft(), out)
         except (ConnectionError, asyncio.IncompleteReadError):
             if child.inflight:
                 logger.warning(
@@ -328,15 +326,9 @@ class ProcessWriter(Batcher):
         try:
             pickle.dumps((job.handler, job.item), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
-            self._fail([future], exc)
+            fail([future], exc)
             return False
         return True
-
-    @staticmethod
-    def _fail(futures: Sequence[asyncio.Future[Any]], exc: BaseException) -> None:
-        for future in futures:
-            if not future.done():
-                future.set_exception(exc)
 
     async def _reap(self, child: _Child) -> None:
         """Forget a child: fail what it had, close our end (it exits on EOF), wait for it,
@@ -346,7 +338,7 @@ class ProcessWriter(Batcher):
         child.dead = True
         if self._child is child:
             self._child = None
-        self._fail(child.inflight, WriterProcessDied("the database writer process stopped"))
+        fail(child.inflight, WriterProcessDied("the database writer process stopped"))
         child.inflight.clear()
         child.writer.close()
         with contextlib.suppress(Exception):

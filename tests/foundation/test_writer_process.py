@@ -4,6 +4,7 @@ back as errors, and a new child takes over after one dies."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pickle
 import signal
@@ -12,6 +13,7 @@ import struct
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
@@ -33,6 +35,15 @@ async def parties(db: Database, make_user) -> tuple[int, int, str]:  # type: ign
     customer = await make_user("wp-customer", Role.CUSTOMER)
     agent = await make_user("wp-agent", Role.AGENT)
     return customer, agent, await open_contact(db, customer, agent, None)
+
+
+@pytest.fixture
+async def chatting(parties: tuple[int, int, str], db: Database) -> tuple[ChatWriter, int, str]:
+    """A chat writer whose child runs: the customer's first line (seq 1) is stored."""
+    customer, _, cid = parties
+    chat = ChatWriter(db, in_process=True)
+    await chat.post(cid, customer, "customer", "first", "start the child")
+    return chat, customer, cid
 
 
 async def test_lines_are_stored_by_a_child_process(
@@ -97,11 +108,9 @@ def _slow_batch(session: Session, items: list[float]) -> list[float]:
 
 
 async def test_a_dead_child_fails_its_batch_and_is_replaced(
-    db: Database, parties: tuple[int, int, str]
+    db: Database, chatting: tuple[ChatWriter, int, str]
 ) -> None:
-    customer, _, cid = parties
-    chat = ChatWriter(db, in_process=True)
-    await chat.post(cid, customer, "customer", "k1", "before")
+    chat, customer, cid = chatting
     writer = db.process_writer
     first = writer.pid
     assert first is not None
@@ -118,11 +127,9 @@ async def test_a_dead_child_fails_its_batch_and_is_replaced(
 
 
 async def test_an_idle_child_that_died_is_replaced_unnoticed(
-    db: Database, parties: tuple[int, int, str]
+    db: Database, chatting: tuple[ChatWriter, int, str]
 ) -> None:
-    customer, _, cid = parties
-    chat = ChatWriter(db, in_process=True)
-    await chat.post(cid, customer, "customer", "i1", "before")
+    chat, customer, cid = chatting
     writer = db.process_writer
     first = writer.pid
     assert first is not None
@@ -133,12 +140,10 @@ async def test_an_idle_child_that_died_is_replaced_unnoticed(
 
 
 async def test_frames_sent_while_the_child_is_busy_share_a_commit(
-    db: Database, parties: tuple[int, int, str]
+    db: Database, chatting: tuple[ChatWriter, int, str]
 ) -> None:
     """Lines queued in separate event-loop turns while a batch runs are merged."""
-    customer, _, cid = parties
-    chat = ChatWriter(db, in_process=True)
-    await chat.post(cid, customer, "customer", "m0", "start the child")
+    chat, customer, cid = chatting
     writer = db.process_writer
     busy = asyncio.ensure_future(writer.run_bulk(_slow_batch, 0.5))
     posts = []
@@ -148,8 +153,7 @@ async def test_frames_sent_while_the_child_is_busy_share_a_commit(
     before = writer.batches
     results = await asyncio.gather(*posts)
     await busy
-    assert sorted(r.seq for r in results) == list(range(2, 22))  # in the order sent
-    assert [r.seq for r in results] == list(range(2, 22))
+    assert [r.seq for r in results] == list(range(2, 22))  # in the order sent
     assert writer.batches - before <= 3  # not one commit each
 
 
@@ -180,13 +184,21 @@ def _frames_after(sock: socket.socket, delay: float, data: bytes) -> threading.T
     return thread
 
 
-def test_a_small_batch_lingers_for_company(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A few jobs wait a moment for more (one commit instead of several); the wait here is
-    stretched to a second so that the test does not depend on the machine's speed."""
+@contextlib.contextmanager
+def _child_side(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[socket.socket, writer_process._Frames]]:
+    """The parent's end of a socket pair and the child's frame reader on the other; the
+    linger is stretched to a second so that the tests do not depend on the machine's speed."""
     monkeypatch.setattr(writer_process, "LINGER_S", 1.0)
     parent, child = socket.socketpair()
     with parent, child:
-        frames = writer_process._Frames(child, max_batch=256)
+        yield parent, writer_process._Frames(child, max_batch=256)
+
+
+def test_a_small_batch_lingers_for_company(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A few jobs wait a moment for more (one commit instead of several)."""
+    with _child_side(monkeypatch) as (parent, frames):
         parent.sendall(_frame([0.0]))
         late = _frames_after(parent, 0.05, _frame([0.0, 0.0]))
         batch = frames.batch()
@@ -195,10 +207,7 @@ def test_a_small_batch_lingers_for_company(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_a_full_batch_does_not_linger(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(writer_process, "LINGER_S", 1.0)
-    parent, child = socket.socketpair()
-    with parent, child:
-        frames = writer_process._Frames(child, max_batch=256)
+    with _child_side(monkeypatch) as (parent, frames):
         parent.sendall(_frame([0.0] * writer_process.LINGER_JOBS))
         late = _frames_after(parent, 0.05, _frame([0.0]))
         first = frames.batch()
@@ -210,11 +219,9 @@ def test_a_full_batch_does_not_linger(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_an_item_that_does_not_cross_fails_alone(
-    db: Database, parties: tuple[int, int, str]
+    db: Database, chatting: tuple[ChatWriter, int, str]
 ) -> None:
-    customer, _, cid = parties
-    chat = ChatWriter(db, in_process=True)
-    await chat.post(cid, customer, "customer", "p1", "before")
+    chat, customer, cid = chatting
     bad, good = await asyncio.gather(  # queued in the same turn: one frame
         db.process_writer.run_bulk(_slow_batch, lambda: 0.0),
         chat.post(cid, customer, "customer", "p2", "beside it"),
