@@ -25,7 +25,8 @@ class AuditEvent(Base):
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
     )
     ts_us: Mapped[int] = mapped_column(BigInteger)
-    actor_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    # not indexed: every chat line is an event, and queries by actor also name the session
+    actor_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     actor_role: Mapped[str | None] = mapped_column(String(16), nullable=True)
     session_ref: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     type: Mapped[str] = mapped_column(String(64), index=True)

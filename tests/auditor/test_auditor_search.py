@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from sqlalchemy import Engine, event
 
 from tests.auditor.conftest import T0, People, Seeder, events_of, signed_client
 from vbank.db import Database
@@ -95,6 +96,53 @@ async def test_agent_search_finds_contacts_the_agent_handed_on(
     )
     assert await _ids(auditor, agent="ana") == [cid]
     assert await _ids(auditor, agent="bob") == [cid]
+
+
+async def test_searches_reach_the_audit_log_through_its_indexes(
+    auditor: TestClient[Any, Any], people: People, seed: Seeder, db: Database
+) -> None:
+    """The log grows by one event per chat line and has no actor index (it cost a page
+    write per line): every search that reads it must still find its rows by an index,
+    never by scanning the log. Checked on the plans of the statements the searches ran."""
+    cid = await seed.contact(
+        people.kate,
+        people.bob,
+        messages=(("customer", "hello"), ("agent", "hi")),
+        events=(("transaction.executed", {"amount_minor": 100}, people.bob, "agent"),),
+    )
+    ran: list[tuple[str, Any]] = []
+
+    def grab(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "audit_events" in statement and statement.lstrip().upper().startswith("SELECT"):
+            ran.append((statement, parameters))
+
+    event.listen(Engine, "before_cursor_execute", grab)
+    try:
+        assert await _ids(auditor, agent="ana") == []
+        assert await _ids(auditor, agent="bob") == [cid]
+        assert await _ids(auditor, outcome="transaction_executed") == [cid]
+        assert await _ids(auditor, customer="kate") == [cid]
+    finally:
+        event.remove(Engine, "before_cursor_execute", grab)
+    assert len(ran) >= 4, ran
+    async with db.engine.connect() as conn:
+        if not db.is_sqlite:
+            await conn.exec_driver_sql("SET enable_seqscan = off")  # an index if any fits
+        for statement, parameters in ran:
+            if db.is_sqlite:
+                plan = [
+                    r[-1]
+                    for r in await conn.exec_driver_sql(
+                        f"EXPLAIN QUERY PLAN {statement}", parameters
+                    )
+                ]
+                scans = [line for line in plan if line.startswith("SCAN audit_events")]
+            else:
+                plan = [
+                    r[0] for r in await conn.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+                ]
+                scans = [line for line in plan if "Seq Scan on audit_events" in line]
+            assert scans == [], (statement, plan)
 
 
 async def test_paging_with_a_cursor(

@@ -5,18 +5,11 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-import audit.models  # noqa: F401  registers the audit tables
-import vbank.contact.models
-import vbank.identity.models
-import vbank.models
-import vbank.surveys.models
-import vbank.trading.drafts
-import vbank.trading.models
-import vbank.webhooks.models  # noqa: F401  registers the webhook tables
-from vbank.db import Base, configure_sqlite, is_sqlite, sync_url
+from vbank.db import configure_sqlite, is_sqlite, sync_url
+from vbank.schema import metadata
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def run_migrations_online() -> None:
