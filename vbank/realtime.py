@@ -535,7 +535,7 @@ class Realtime:
 
     async def _view(self, caller: Caller, contact_id: str) -> ContactView:
         c = await self.contacts.participant(caller, contact_id)
-        return ContactView(c.id, c.customer_id, c.agent_id, c.skill, c.state, c.last_seq)
+        return ContactView(c.id, c.customer_id, c.agent_id, c.skill, c.state)
 
     async def _send_chat(self, result: PostResult, *, skip: Connection | None = None) -> None:
         """A stored line to both parties (the writer says who takes part: no second read);

@@ -135,7 +135,6 @@ class Seeder:
                 assigned_at=created_at + timedelta(seconds=5) if agent else None,
                 closed_at=created_at + timedelta(minutes=10) if closed else None,
                 close_reason="agent" if closed else None,
-                last_seq=0,
                 verified_at=created_at + timedelta(minutes=3) if verified else None,
                 verified_by=agent if verified else None,
             )
@@ -152,25 +151,24 @@ class Seeder:
                 await append(
                     s, "contact.assigned", {"agent_id": agent, "skill": skill}, session_ref=cid
                 )
-            for role, text in messages:
-                contact.last_seq += 1
+            for seq, (role, text) in enumerate(messages, start=1):
                 sender = customer if role == "customer" else agent
                 s.add(
                     ChatMessage(
                         contact_id=cid,
-                        seq=contact.last_seq,
+                        seq=seq,
                         sender_id=sender,
                         sender_role=role,
                         client_id=None,
                         text=text,
-                        created_at=created_at + timedelta(seconds=10 + contact.last_seq),
+                        created_at=created_at + timedelta(seconds=10 + seq),
                     )
                 )
                 await s.flush()
                 await append(
                     s,
                     "chat.message",
-                    {"seq": contact.last_seq, "sha256": hashlib.sha256(text.encode()).hexdigest()},
+                    {"seq": seq, "sha256": hashlib.sha256(text.encode()).hexdigest()},
                     actor=Actor(sender, role),
                     session_ref=cid,
                 )
@@ -180,7 +178,7 @@ class Seeder:
                 await append(
                     s,
                     "contact.closed",
-                    {"reason": "agent", "agent_id": agent, "messages": contact.last_seq},
+                    {"reason": "agent", "agent_id": agent, "messages": len(messages)},
                     actor=Actor(agent, "agent"),
                     session_ref=cid,
                 )

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
@@ -24,7 +25,7 @@ from audit.models import AuditEvent
 from tests.trading.test_service import open_contact
 from vbank import writer_process
 from vbank.contact.chat import ChatWriter, PostRefused
-from vbank.contact.models import ChatMessage
+from vbank.contact.models import ChatMessage, Contact
 from vbank.db import Database
 from vbank.roles import Role
 from vbank.writer_process import WriterProcessDied, process_safe
@@ -78,6 +79,35 @@ async def test_lines_are_stored_by_a_child_process(
     assert len(stored) == 30 and {t for _, t in stored} == {f"line {i}" for i in range(30)}
     assert audited == [cid] * 30
     assert report.ok  # the child's appends and the parent's share one chain
+
+
+async def test_a_line_is_numbered_after_the_writer_it_waited_for(
+    db: Database, parties: tuple[int, int, str]
+) -> None:
+    """Another transaction holds the contact and adds line 2; a line posted meanwhile
+    waits for it and becomes line 3: numbers come from the stored lines, read once the
+    contact is locked, with no counter on the contact any more."""
+    customer, agent, cid = parties
+    chat = ChatWriter(db)
+    assert (await chat.post(cid, customer, "customer", "a", "first")).seq == 1
+    async with db.transaction() as session:
+        await session.execute(select(Contact).where(Contact.id == cid).with_for_update())
+        session.add(
+            ChatMessage(
+                contact_id=cid,
+                seq=2,
+                sender_id=agent,
+                sender_role="agent",
+                client_id="held",
+                text="held",
+                created_at=datetime.now(UTC),
+            )
+        )
+        await session.flush()
+        waiting = asyncio.create_task(chat.post(cid, customer, "customer", "b", "second"))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # it waits for the contact
+    assert (await waiting).seq == 3
 
 
 async def test_refusals_cross_the_process(db: Database, parties: tuple[int, int, str]) -> None:

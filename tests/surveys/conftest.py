@@ -108,7 +108,6 @@ async def close_contact(
                 queued_at=now,
                 assigned_at=now if agent else None,
                 priority=False,
-                last_seq=0,
             )
         )
     if close:

@@ -137,7 +137,6 @@ async def seed(db: Database, pairs: int, tag: str, ttl_s: int) -> Seeded:
                 queued_at=now,
                 assigned_at=now,
                 priority=False,
-                last_seq=0,
             )
             for c, a in zip(customers, agents, strict=True)
         ]

@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, TextualSelect, bindparam, insert, select, text, update
+from sqlalchemy import Table, TextualSelect, bindparam, insert, select, text
 from sqlalchemy.orm import Session
 
 from audit.log import Actor, NewEvent
-from vbank.contact.models import ChatMessage, Contact
+from vbank.contact.models import ChatMessage, Contact, last_seq_of
 from vbank.db import Database
 from vbank.db import utc as _aware
 from vbank.writer import MAX_BATCH, Batcher, defer_audit
@@ -78,11 +78,15 @@ _LOCK_CONTACTS = (
         _CONTACTS.c.customer_id,
         _CONTACTS.c.agent_id,
         _CONTACTS.c.state,
-        _CONTACTS.c.last_seq,
     )
     .where(_CONTACTS.c.id.in_(bindparam("ids", expanding=True)))
     .order_by(_CONTACTS.c.id)  # one lock order for every writer (PostgreSQL)
     .with_for_update()
+)
+# after the lock, in a statement of its own: on PostgreSQL a statement sees what was
+# committed before it began, so the newest line of a writer we waited for is counted
+_LAST_SEQS = select(_CONTACTS.c.id, last_seq_of(_CONTACTS.c.id)).where(
+    _CONTACTS.c.id.in_(bindparam("ids", expanding=True))
 )
 _EARLIER_COLUMNS = (
     _MESSAGES.c.contact_id,
@@ -122,24 +126,25 @@ def _earlier(keys: list[tuple[int, str]]) -> tuple[TextualSelect, dict[str, obje
 
 
 _INSERT = insert(_MESSAGES)
-_LAST_SEQ = (
-    update(_CONTACTS).where(_CONTACTS.c.id == bindparam("cid")).values(last_seq=bindparam("seq"))
-)
 
 
 @process_safe  # chat.message events have no audit listeners (tests check it)
 def store_batch(session: Session, batch: list[_Pending]) -> list[PostResult | PostRefused]:
     """Check, number, insert and audit a batch inside the caller's transaction.
 
-    A constant number of statements however long the batch is: the contacts and the
-    earlier copies of resent messages are read with one query each, the rows and their
-    audit events are written with one multi-row insert each.
+    A constant number of statements however long the batch is: the contacts (locked),
+    their newest message numbers and the earlier copies of resent messages are read with
+    one query each, the rows and their audit events are written with one multi-row insert
+    each.
     """
     now = datetime.now(UTC)
     conn = session.connection()
     # plain rows, not ORM objects: only what the checks and the numbering need
     ids = sorted({p.contact_id for p in batch})
     contacts = {r.id: r for r in conn.execute(_LOCK_CONTACTS, {"ids": ids})}
+    seqs: dict[str, int] = {
+        cid: last for cid, last in conn.execute(_LAST_SEQS, {"ids": list(contacts)})
+    }
     keyed = [p for p in batch if p.client_id is not None]
     earlier: dict[tuple[int, str], Any] = {}
     if keyed:
@@ -148,7 +153,6 @@ def store_batch(session: Session, batch: list[_Pending]) -> list[PostResult | Po
     out: list[PostResult | PostRefused] = []
     new_rows: list[dict[str, object]] = []
     events: list[NewEvent] = []
-    seqs: dict[str, int] = {}
     fresh: dict[tuple[int, str], PostResult] = {}
     for p in batch:
         c = contacts.get(p.contact_id)
@@ -181,7 +185,7 @@ def store_batch(session: Session, batch: list[_Pending]) -> list[PostResult | Po
                 first = fresh[key]
                 out.append(replace(first, duplicate=True))
                 continue
-        seq = seqs.get(c.id, c.last_seq) + 1
+        seq = seqs[c.id] + 1
         seqs[c.id] = seq
         new_rows.append(
             {
@@ -219,7 +223,6 @@ def store_batch(session: Session, batch: list[_Pending]) -> list[PostResult | Po
         out.append(result)
     if new_rows:
         conn.execute(_INSERT, new_rows)
-        conn.execute(_LAST_SEQ, [{"cid": cid, "seq": seq} for cid, seq in seqs.items()])
         for event in events:
             defer_audit(session, event)
     return out

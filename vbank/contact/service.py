@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit.log import Actor, append
 from vbank.contact.chat import ChatWriter, PostRefused, PostResult
-from vbank.contact.models import ChatMessage, Contact, ContactRead
+from vbank.contact.models import ChatMessage, Contact, ContactRead, last_seq_of
 from vbank.contact.routing import Assignment, Requeue, Router, RoutingError, RoutingErrorCode
 from vbank.db import Database
 from vbank.db import utc_or_none as _utc
@@ -62,12 +62,11 @@ class ContactView:
     agent_id: int | None
     skill: str
     state: str
-    last_seq: int
     unread: int = 0
 
 
 def _view(c: Contact, unread: int = 0) -> ContactView:
-    return ContactView(c.id, c.customer_id, c.agent_id, c.skill, c.state, c.last_seq, unread)
+    return ContactView(c.id, c.customer_id, c.agent_id, c.skill, c.state, unread)
 
 
 class ContactService:
@@ -145,7 +144,7 @@ class ContactService:
         async with self.db.reads() as session:
             rows = (
                 await session.execute(
-                    select(Contact, ContactRead.last_read_seq)
+                    select(Contact, last_seq_of(Contact.id), ContactRead.last_read_seq)
                     .outerjoin(
                         ContactRead,
                         (ContactRead.contact_id == Contact.id)
@@ -155,7 +154,7 @@ class ContactService:
                     .order_by(Contact.created_at)
                 )
             ).all()
-        return [_view(c, max(0, c.last_seq - (read or 0))) for c, read in rows]
+        return [_view(c, max(0, last - (read or 0))) for c, last, read in rows]
 
     async def history(
         self, caller: Caller, contact_id: str, after_seq: int = 0, limit: int = MAX_HISTORY
@@ -203,7 +202,6 @@ class ContactService:
                 created_at=now,
                 queued_at=now,
                 priority=False,
-                last_seq=0,
             )
             session.add(contact)
             await session.flush()
@@ -351,9 +349,9 @@ class ContactService:
             raise ContactError(exc.code, exc.message) from None
 
     async def mark_read(self, caller: Caller, contact_id: str, up_to_seq: int) -> None:
-        contact = await self.participant(caller, contact_id)
-        seq = min(up_to_seq, contact.last_seq)
+        await self.participant(caller, contact_id)
         async with self.db.transaction() as session:
+            seq = min(up_to_seq, await session.scalar(select(last_seq_of(contact_id))) or 0)
             row = await session.get(ContactRead, (contact_id, caller.user_id))
             if row is None:
                 session.add(
@@ -376,7 +374,11 @@ class ContactService:
             await append(
                 session,
                 "contact.closed",
-                {"reason": reason, "agent_id": agent_id, "messages": row.last_seq},
+                {
+                    "reason": reason,
+                    "agent_id": agent_id,
+                    "messages": await session.scalar(select(last_seq_of(contact_id))),
+                },
                 actor=caller.actor,
                 session_ref=contact_id,
             )

@@ -38,7 +38,7 @@ from audit.envelope import EnvelopeError, EnvelopeReader
 from audit.log import Actor, append
 from audit.models import AuditEvent
 from vbank.calls import CONSENT_TEXT, CONSENT_TEXT_SHA256
-from vbank.contact.models import ChatMessage, Contact
+from vbank.contact.models import ChatMessage, Contact, last_seq_of
 from vbank.context import SERVICES
 from vbank.db import utc_or_none as _utc
 from vbank.evidence import EvidenceNotFound, keyring_from_settings
@@ -248,7 +248,13 @@ async def search_contacts(session: AsyncSession, q: SearchQuery) -> tuple[list[J
     customer = aliased(User)
     agent = aliased(User)
     stmt = (
-        select(Contact, customer.display_name, customer.username, agent.display_name)
+        select(
+            Contact,
+            customer.display_name,
+            customer.username,
+            agent.display_name,
+            last_seq_of(Contact.id),
+        )
         .join(customer, Contact.customer_id == customer.id)
         .outerjoin(agent, Contact.agent_id == agent.id)
     )
@@ -313,11 +319,11 @@ async def search_contacts(session: AsyncSession, q: SearchQuery) -> tuple[list[J
             "closed_at": _iso(contact.closed_at),
             "close_reason": contact.close_reason,
             "verified_at": _iso(contact.verified_at),
-            "messages": contact.last_seq,
+            "messages": messages,
             "recordings": recordings.get(contact.id, 0),
             "verifications": verifications.get(contact.id, 0),
         }
-        for contact, cust_name, cust_user, agent_name in rows
+        for contact, cust_name, cust_user, agent_name, messages in rows
     ]
     cursor = encode_cursor(rows[-1][0].created_at, rows[-1][0].id) if more and rows else None
     return out, cursor
@@ -539,7 +545,7 @@ async def build_timeline(session: AsyncSession, contact: Contact) -> Json:
             "verified_at": _iso(contact.verified_at),
             "verified_by": person(contact.verified_by),
             "verification_id": contact.verification_id,
-            "messages": contact.last_seq,
+            "messages": max(messages, default=0),
         },
         "events": items,
         "verifications": [_attempt_json(v) for v in attempts.values()],
