@@ -34,6 +34,7 @@ import hashlib
 import hmac
 import io
 import logging
+import math
 import os
 import secrets
 import struct
@@ -94,21 +95,20 @@ _KEY_BLOCK = struct.Struct(">B32s12s48s")
 HEADER_SIZE: Final = _FIXED.size + _KEY_BLOCK.size  # 129
 _NONCE_TAIL = struct.Struct(">IB")
 _WRAP_DOMAIN = b"vbank/envelope/wrap/v1\x00"
-# writes at least this big hash the plaintext in a thread while this one encrypts
-_THREADED_HASH_MIN: Final = 256 * 1024
+# writes at least this big are encrypted in a worker thread while this one hashes them
+_THREADED_MIN: Final = 256 * 1024
 _WRITE_PIECE: Final = 1 << 20  # bench_encrypt's writes, as seal_file reads
-_hashers: ThreadPoolExecutor | None = None
-_hashers_lock = threading.Lock()
+_workers: ThreadPoolExecutor | None = None
+_workers_lock = threading.Lock()
 
 
-def _hash_in_thread(digest: hashlib._Hash, data: memoryview) -> Future[None]:
-    """Hash ``data`` in a shared thread: hashlib releases the GIL for big buffers and
-    AES-GCM (``cryptography``) does not, so the two overlap on two cores."""
-    global _hashers
-    with _hashers_lock:
-        if _hashers is None:
-            _hashers = ThreadPoolExecutor(os.cpu_count() or 1, "envelope-sha256")
-    return _hashers.submit(digest.update, data)
+def _in_thread(fn: Callable[[memoryview], None], data: memoryview) -> Future[None]:
+    """Run ``fn(data)`` in a shared worker thread."""
+    global _workers
+    with _workers_lock:
+        if _workers is None:
+            _workers = ThreadPoolExecutor(os.cpu_count() or 1, "envelope-encrypt")
+    return _workers.submit(fn, data)
 
 
 class EnvelopeError(Exception):
@@ -437,14 +437,20 @@ class EnvelopeWriter:
         n = mv.nbytes
         if n == 0:
             return 0
-        hashing = _hash_in_thread(self._hash, mv) if n >= _THREADED_HASH_MIN else None
-        try:
-            if hashing is None:
-                self._hash.update(mv)
+        if n < _THREADED_MIN:
+            self._hash.update(mv)
             self._encrypt(mv)
-        finally:
-            if hashing is not None:
-                hashing.result()  # before returning: the caller may reuse its buffer
+        else:
+            # AES-GCM (``cryptography``) holds the GIL and hashlib releases it for big
+            # buffers, so the encryption goes to the worker: it gets the GIL as soon as
+            # this thread starts hashing. The other way round, a hashing worker waited
+            # for the GIL's switch interval (5 ms, longer than a 1 MiB write takes to
+            # encrypt), and hash and cipher ran one after the other (measured).
+            encrypting = _in_thread(self._encrypt, mv)
+            try:
+                self._hash.update(mv)
+            finally:
+                encrypting.result()  # before returning: the caller may reuse its buffer
         self._size += n
         return n
 
@@ -772,15 +778,16 @@ def decrypt_bytes(
 
 
 def bench_encrypt(size_mb: float = 64.0) -> dict[str, float]:
-    """Throughput of our writer vs raw ``AESGCM.encrypt`` over the same bytes, best of 5.
+    """Throughput of our writer vs raw ``AESGCM.encrypt`` over the same bytes, best of 5
+    interleaved rounds.
 
     Raw AES-GCM encrypts the 64 KiB chunks the format has; the writer is fed 1 MiB
     writes as :func:`audit.sealed.seal_file` does (``encrypt_64k_writes_mb_per_s``:
-    fed 64 KiB writes, so it hashes in this thread). Output is discarded, so disk speed
-    is excluded. The writer also SHA-256-hashes the plaintext (its
-    ``EnvelopeInfo.sha256``); SHA-256 alone (``sha256_mb_per_s``) is slower than
-    AES-GCM on AES-NI CPUs and bounds any hashing writer even with the hash in a
-    second thread. ``ratio`` = encrypt / aesgcm.
+    fed 64 KiB writes, below the threaded size, so it hashes and encrypts in one thread).
+    Output is discarded, so disk speed is excluded. The writer also SHA-256-hashes the
+    plaintext (its ``EnvelopeInfo.sha256``); SHA-256 alone (``sha256_mb_per_s``) is
+    slower than AES-GCM on AES-NI CPUs and bounds any hashing writer even with the
+    cipher in a second thread. ``ratio`` = encrypt / aesgcm.
     """
     n = max(1, int(size_mb * 1024 * 1024))
     data = secrets.token_bytes(n)
@@ -812,19 +819,20 @@ def bench_encrypt(size_mb: float = 64.0) -> dict[str, float]:
     def run_sha() -> None:
         hashlib.sha256(data).digest()
 
-    def best(fn: Callable[[], None]) -> float:
-        times = []
-        for _ in range(5):
+    runs: dict[str, Callable[[], None]] = {
+        "enc": lambda: run_writer(_WRITE_PIECE),
+        "enc_64k": lambda: run_writer(cs),
+        "raw": run_raw,
+        "raw_hashed": run_raw_hashed,
+        "sha": run_sha,
+    }
+    fastest = dict.fromkeys(runs, math.inf)
+    for _ in range(5):  # interleaved, so a slow spell of the machine hits every kind alike
+        for name, fn in runs.items():
             t0 = time.perf_counter()
             fn()
-            times.append(time.perf_counter() - t0)
-        return (n / (1024 * 1024)) / min(times)
-
-    enc = best(lambda: run_writer(_WRITE_PIECE))
-    enc_64k = best(lambda: run_writer(cs))
-    raw = best(run_raw)
-    raw_hashed = best(run_raw_hashed)
-    sha = best(run_sha)
+            fastest[name] = min(fastest[name], time.perf_counter() - t0)
+    enc, enc_64k, raw, raw_hashed, sha = (n / (1024 * 1024) / fastest[k] for k in runs)
     return {
         "size_mb": n / (1024 * 1024),
         "encrypt_mb_per_s": enc,

@@ -156,7 +156,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         aesgcm_mb_per_s=round(enc["aesgcm_mb_per_s"]),
         encrypt_ratio=round(enc["encrypt_mb_per_s"] / enc["aesgcm_mb_per_s"], 3),
         aesgcm_sha256_mb_per_s=round(enc.get("aesgcm_sha256_mb_per_s", 0)),
-        # the writer fed 64 KiB writes (hashes in its own thread), and the bound any
+        # the writer fed 64 KiB writes (hash and cipher in one thread), and the bound any
         # writer that SHA-256-hashes the plaintext has: sha256 alone / aesgcm
         encrypt_64k_writes_mb_per_s=round(enc["encrypt_64k_writes_mb_per_s"]),
         sha256_mb_per_s=round(enc["sha256_mb_per_s"]),

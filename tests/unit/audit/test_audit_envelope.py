@@ -293,17 +293,19 @@ def test_failing_sink_aborts_writer() -> None:
                 raise OSError("disk full")
             return super().write(data)  # type: ignore[arg-type]
 
-    sink = Flaky()
-    w = EnvelopeWriter(sink, RING, chunk_size=CS)
-    w.write(POOL[: 2 * CS])
-    sink.fail = True
-    with pytest.raises(OSError):
-        w.write(POOL[: 3 * CS])
-    sink.fail = False
-    with pytest.raises(EnvelopeError):
-        w.write(b"retry")
-    with pytest.raises(EnvelopeError):
-        w.close()
+    # a small write fails in this thread, a big one (>= 256 KiB) in the encrypting worker
+    for failing in (POOL[: 3 * CS], POOL):
+        sink = Flaky()
+        w = EnvelopeWriter(sink, RING, chunk_size=CS)
+        w.write(POOL[: 2 * CS])
+        sink.fail = True
+        with pytest.raises(OSError):
+            w.write(failing)
+        sink.fail = False
+        with pytest.raises(EnvelopeError):
+            w.write(b"retry")
+        with pytest.raises(EnvelopeError):
+            w.close()
 
 
 def test_read_header_and_keyring_config() -> None:
@@ -329,11 +331,12 @@ def test_bench_encrypt_smoke() -> None:
     assert result["encrypt_mb_per_s"] > 0 and result["aesgcm_mb_per_s"] > 0
 
 
-def test_big_writes_hash_in_a_thread_with_the_same_bytes_out(
+def test_big_writes_encrypt_in_a_thread_with_the_same_bytes_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Writes of >= 256 KiB hash in a thread; the file and its info are byte-identical
-    to small writes, and a buffer reused after write() returns does not change them."""
+    """Writes of >= 256 KiB are encrypted in a worker while the caller's thread hashes;
+    the file and its info are byte-identical to small writes, and a buffer reused after
+    write() returns does not change them."""
     counter = iter(range(1_000_000))
     monkeypatch.setattr(
         "audit.envelope.secrets.token_bytes", lambda n: bytes([next(counter) % 256]) * n
