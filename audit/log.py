@@ -39,6 +39,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from audit.merkle import leaf_hash
 from audit.models import AuditEvent, AuditHead
+from vbank import dbapi
 
 logger = logging.getLogger(__name__)
 
@@ -288,8 +289,9 @@ def _chain(seq: int, prev: str, events: Sequence[NewEvent]) -> list[LoggedEvent]
     return rows
 
 
-# Core statements: no ORM loading, flush or bulk-update evaluation per append (measured
-# in the chat writer: the ORM head cost as much as building and inserting 30 events)
+# Core statements on the driver's cursor (vbank.dbapi): no ORM loading, flush or
+# bulk-update evaluation per append (measured in the chat writer: the ORM head cost as
+# much as building and inserting 30 events), nor SQLAlchemy's per-statement execution
 _HEAD_TABLE = cast(Table, AuditHead.__table__)
 _HEAD = select(_HEAD_TABLE.c.seq, _HEAD_TABLE.c.hash).where(_HEAD_TABLE.c.id == 1).with_for_update()
 _HEAD_UPDATE = (
@@ -319,10 +321,10 @@ def append_many_sync(session: Session, events: Sequence[NewEvent]) -> list[Logge
     if not events:
         return []
     conn = session.connection()
-    head_seq, head_hash = conn.execute(_HEAD).one()
+    [(head_seq, head_hash)] = dbapi.execute(conn, _HEAD)
     rows = _chain(head_seq, head_hash, events)
-    conn.execute(_INSERT, _values(rows))
-    conn.execute(_HEAD_UPDATE, {"new_seq": rows[-1].seq, "new_hash": rows[-1].hash})
+    dbapi.executemany(conn, _INSERT, _values(rows))
+    dbapi.execute(conn, _HEAD_UPDATE, {"new_seq": rows[-1].seq, "new_hash": rows[-1].hash})
     loaded = session.identity_map.get(session.identity_key(AuditHead, 1))
     if loaded is not None:  # a head the caller read before: as stored now, not dirty
         set_committed_value(loaded, "seq", rows[-1].seq)

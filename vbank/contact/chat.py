@@ -14,12 +14,13 @@ import hashlib
 import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, TextualSelect, bindparam, insert, select, text
+from sqlalchemy import Select, Table, TextualSelect, bindparam, insert, select, text
 from sqlalchemy.orm import Session
 
 from audit.log import Actor, NewEvent
+from vbank import dbapi
 from vbank.contact.models import ChatMessage, Contact, last_seq_of
 from vbank.db import Database
 from vbank.db import utc as _aware
@@ -72,31 +73,43 @@ class _Pending:
 
 _CONTACTS = cast(Table, Contact.__table__)
 _MESSAGES = cast(Table, ChatMessage.__table__)
-_LOCK_CONTACTS = (
-    select(
-        _CONTACTS.c.id,
-        _CONTACTS.c.customer_id,
-        _CONTACTS.c.agent_id,
-        _CONTACTS.c.state,
+
+
+class _ContactRow(NamedTuple):
+    id: str
+    customer_id: int
+    agent_id: int | None
+    state: str
+
+
+@functools.lru_cache(maxsize=MAX_BATCH + 1)
+def _contacts_sql(n: int) -> tuple[Select[Any], Select[Any]]:
+    """For ``n`` contact ids ``:i0``…: the statement that locks the contacts and the one
+    that reads their newest line numbers. Built once per length, with plain binds, so
+    they run on the driver's cursor (:mod:`vbank.dbapi`)."""
+    ids = _CONTACTS.c.id.in_([bindparam(f"i{k}") for k in range(n)])
+    lock = (
+        select(*(_CONTACTS.c[name] for name in _ContactRow._fields))
+        .where(ids)
+        .order_by(_CONTACTS.c.id)  # one lock order for every writer (PostgreSQL)
+        .with_for_update()
     )
-    .where(_CONTACTS.c.id.in_(bindparam("ids", expanding=True)))
-    .order_by(_CONTACTS.c.id)  # one lock order for every writer (PostgreSQL)
-    .with_for_update()
-)
-# after the lock, in a statement of its own: on PostgreSQL a statement sees what was
-# committed before it began, so the newest line of a writer we waited for is counted
-_LAST_SEQS = select(_CONTACTS.c.id, last_seq_of(_CONTACTS.c.id)).where(
-    _CONTACTS.c.id.in_(bindparam("ids", expanding=True))
-)
-_EARLIER_COLUMNS = (
-    _MESSAGES.c.contact_id,
-    _MESSAGES.c.seq,
-    _MESSAGES.c.sender_id,
-    _MESSAGES.c.sender_role,
-    _MESSAGES.c.client_id,
-    _MESSAGES.c.text,
-    _MESSAGES.c.created_at,
-)
+    # after the lock, in a statement of its own: on PostgreSQL a statement sees what was
+    # committed before it began, so the newest line of a writer we waited for is counted
+    return lock, select(_CONTACTS.c.id, last_seq_of(_CONTACTS.c.id)).where(ids)
+
+
+class _Earlier(NamedTuple):
+    contact_id: str
+    seq: int
+    sender_id: int | None
+    sender_role: str
+    client_id: str | None
+    text: str
+    created_at: datetime
+
+
+_EARLIER_COLUMNS = tuple(_MESSAGES.c[name] for name in _Earlier._fields)
 
 
 @functools.lru_cache(maxsize=MAX_BATCH + 1)
@@ -141,15 +154,17 @@ def store_batch(session: Session, batch: list[_Pending]) -> list[PostResult | Po
     conn = session.connection()
     # plain rows, not ORM objects: only what the checks and the numbering need
     ids = sorted({p.contact_id for p in batch})
-    contacts = {r.id: r for r in conn.execute(_LOCK_CONTACTS, {"ids": ids})}
-    seqs: dict[str, int] = {
-        cid: last for cid, last in conn.execute(_LAST_SEQS, {"ids": list(contacts)})
-    }
+    lock, last_seqs = _contacts_sql(len(ids))
+    params = {f"i{k}": cid for k, cid in enumerate(ids)}
+    contacts = {r.id: r for r in map(_ContactRow._make, dbapi.execute(conn, lock, params))}
+    seqs: dict[str, int] = dict(dbapi.execute(conn, last_seqs, params))
     keyed = [p for p in batch if p.client_id is not None]
-    earlier: dict[tuple[int, str], Any] = {}
+    earlier: dict[tuple[int, str], _Earlier] = {}
     if keyed:
-        rows = conn.execute(*_earlier(sorted({(p.sender_id, p.client_id or "") for p in keyed})))
-        earlier = {(r.sender_id or 0, r.client_id or ""): r for r in rows}
+        rows = dbapi.execute(
+            conn, *_earlier(sorted({(p.sender_id, p.client_id or "") for p in keyed}))
+        )
+        earlier = {(r.sender_id or 0, r.client_id or ""): r for r in map(_Earlier._make, rows)}
     out: list[PostResult | PostRefused] = []
     new_rows: list[dict[str, object]] = []
     events: list[NewEvent] = []
@@ -222,7 +237,7 @@ def store_batch(session: Session, batch: list[_Pending]) -> list[PostResult | Po
             fresh[key] = result
         out.append(result)
     if new_rows:
-        conn.execute(_INSERT, new_rows)
+        dbapi.executemany(conn, _INSERT, new_rows)
         for event in events:
             defer_audit(session, event)
     return out
