@@ -40,7 +40,7 @@ class _Plan:
     order: tuple[str, ...] | None  # parameter names in order (positional paramstyles)
     defaults: Mapping[str, Any]  # values the statement carries itself (``id == 1``)
     binds: tuple[tuple[str, Processor], ...]  # the bind processors that apply
-    results: tuple[Processor | None, ...]  # per result column
+    results: tuple[Processor | None, ...]  # per result column; empty when none applies
 
 
 @functools.lru_cache(maxsize=4096)  # a few statements per batch length
@@ -65,19 +65,18 @@ def _plan(stmt: ClauseElement, dialect: Dialect, keys: tuple[str, ...] | None) -
             col.type.dialect_impl(dialect).result_processor(dialect, None)
             for col in stmt.selected_columns
         )
+        if not any(results):
+            results = ()
     order = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
     return _Plan(compiled.string, order, defaults, tuple(binds), results)
 
 
 def _params(plan: _Plan, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
-    if plan.binds:
-        merged = {**plan.defaults, **values}
-        for name, processor in plan.binds:
-            if name in merged:
-                merged[name] = processor(merged[name])
-        values = merged
-    elif plan.defaults:
+    if plan.defaults or plan.binds:
         values = {**plan.defaults, **values}
+        for name, processor in plan.binds:
+            if name in values:
+                values[name] = processor(values[name])
     if plan.order is not None:
         return tuple(values[name] for name in plan.order)
     return values
@@ -98,7 +97,7 @@ def _run(conn: Connection, plan: _Plan, params: Any, many: bool) -> list[tuple[A
         ) from exc
     finally:
         cursor.close()
-    if any(plan.results):
+    if plan.results:
         procs = plan.results
         return [
             tuple(v if p is None else p(v) for p, v in zip(procs, row, strict=True)) for row in rows

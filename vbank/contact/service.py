@@ -65,6 +65,10 @@ class ContactView:
     unread: int = 0
 
 
+async def _last_seq(session: AsyncSession, contact_id: str) -> int:
+    return await session.scalar(select(last_seq_of(contact_id))) or 0
+
+
 def _view(c: Contact, unread: int = 0) -> ContactView:
     return ContactView(c.id, c.customer_id, c.agent_id, c.skill, c.state, unread)
 
@@ -351,7 +355,7 @@ class ContactService:
     async def mark_read(self, caller: Caller, contact_id: str, up_to_seq: int) -> None:
         await self.participant(caller, contact_id)
         async with self.db.transaction() as session:
-            seq = min(up_to_seq, await session.scalar(select(last_seq_of(contact_id))) or 0)
+            seq = min(up_to_seq, await _last_seq(session, contact_id))
             row = await session.get(ContactRead, (contact_id, caller.user_id))
             if row is None:
                 session.add(
@@ -377,7 +381,7 @@ class ContactService:
                 {
                     "reason": reason,
                     "agent_id": agent_id,
-                    "messages": await session.scalar(select(last_seq_of(contact_id))),
+                    "messages": await _last_seq(session, contact_id),
                 },
                 actor=caller.actor,
                 session_ref=contact_id,
