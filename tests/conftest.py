@@ -98,6 +98,20 @@ async def db(settings: Settings) -> AsyncIterator[Database]:
 
 
 @pytest.fixture
+def aiohttp_server(database_url: str, aiohttp_server: Any) -> Any:
+    """pytest-aiohttp's server factory, set up after the test's database so that it closes
+    its servers (and their shutdown work, such as the last audit checkpoint) before the
+    database is dropped, whatever order a test names its fixtures in."""
+    return aiohttp_server
+
+
+@pytest.fixture
+def aiohttp_client(aiohttp_server: Any, aiohttp_client: Any) -> Any:
+    """pytest-aiohttp's client factory, closed before the database for the same reason."""
+    return aiohttp_client
+
+
+@pytest.fixture
 def app(settings: Settings) -> web.Application:
     return create_app(settings)
 

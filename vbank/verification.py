@@ -296,8 +296,7 @@ class Verifier:
         report: QualityReport | None = None
         try:
             while True:
-                now = time.monotonic() - attempt.started
-                if monitor.session.check_time(now) != "running":
+                if not monitor.collecting(time.monotonic() - attempt.started):
                     break
                 try:
                     async with asyncio.timeout(FRAME_TIMEOUT_S):
@@ -338,7 +337,7 @@ class Verifier:
                 if t - last_progress >= PROGRESS_EVERY_S:
                     last_progress = t
                     await self._progress(attempt, monitor, report)
-                if monitor.session.status != "running" and attempt.encodings:
+                if attempt.encodings and not monitor.collecting(t):
                     break
             await self._finish(attempt, monitor, report)
         except asyncio.CancelledError:

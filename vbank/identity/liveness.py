@@ -251,6 +251,8 @@ class ChallengeSession:
     completed: int = 0
     reasons: list[str] = field(default_factory=list)
     started_at: float | None = None
+    passed_at: float | None = None
+    """When the last step was done (None until the challenge passes)."""
     frontal_yaw: float | None = None
     blinks: int = 0
     yaw_min: float = 0.0
@@ -290,6 +292,7 @@ class ChallengeSession:
         self.completed += 1
         self._step_started = t
         if self.completed >= len(self.challenge.steps):
+            self.passed_at = t
             self._finish("passed")
 
     def check_time(self, t: float) -> Status:
@@ -377,6 +380,10 @@ class PassiveConfig:
     min_nonrigid_motion: float = 0.025
     """Residual after a similarity (Procrustes) fit to the mean shape, i.e. expression only:
     real clips 0.05-0.13, a still photo moved and rotated by hand about 0.01."""
+    max_extra_s: float = 5.0
+    """A challenge done in fewer than ``min_frames`` analysed frames (a slow link or a busy
+    server analyses fewer per second) keeps collecting frames this long at most, so that a
+    quick customer is judged on enough pictures instead of refused for too few."""
 
 
 def _normalise(points: Landmarks) -> npt.NDArray[np.float64]:
@@ -402,6 +409,11 @@ class PassiveLiveness:
         self._diffs: list[float] = []
         self._shapes: list[npt.NDArray[np.float64]] = []
 
+    @property
+    def enough(self) -> bool:
+        """Whether enough frames with a face have been seen to judge."""
+        return len(self._shapes) >= self.config.min_frames
+
     def feed(self, obs: Observation) -> None:
         """Feed one observation; frames without a face are ignored."""
         if obs.landmarks is None:
@@ -425,7 +437,7 @@ class PassiveLiveness:
     def reasons(self) -> list[str]:
         """Why the face does not look live (empty list: nothing suspicious)."""
         cfg = self.config
-        if len(self._shapes) < cfg.min_frames:
+        if not self.enough:
             return ["insufficient_frames"]
         m = self.metrics()
         out: list[str] = []
@@ -462,6 +474,19 @@ class LivenessMonitor:
     ) -> None:
         self.session = ChallengeSession(challenge, config or LivenessConfig())
         self.passive = PassiveLiveness(passive)
+
+    def collecting(self, t: float) -> bool:
+        """Whether frames are still wanted at time ``t``: while the challenge runs, and after
+        it passed until the passive checks have enough frames (at most ``max_extra_s``)."""
+        s = self.session
+        if s.check_time(t) == "running":
+            return True
+        return (
+            s.status == "passed"
+            and s.passed_at is not None
+            and not self.passive.enough
+            and t - s.passed_at < self.passive.config.max_extra_s
+        )
 
     def feed(self, obs: Observation) -> Status:
         """Feed one observation to both layers; returns the challenge status."""

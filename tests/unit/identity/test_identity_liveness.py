@@ -21,6 +21,7 @@ from vbank.identity.liveness import (
     LivenessConfig,
     LivenessMonitor,
     Observation,
+    PassiveConfig,
     PassiveLiveness,
     eye_aspect_ratio,
     head_yaw,
@@ -94,6 +95,49 @@ def test_challenge_in_the_clips_order_passes(d3: Any) -> None:
     assert result.challenge_status == "passed"
     assert progress == sorted(progress) and progress[-1] == 1.0
     assert monitor.session.current_step is None
+
+
+def test_a_quick_challenge_keeps_collecting_until_enough_frames(d3: Any) -> None:
+    """A busy server analyses few frames a second: the steps may all be done before the passive
+    checks have enough pictures, and the customer must not be refused for that."""
+    challenge = Challenge.random(random.Random(SEED_RIGHT_BLINK_LEFT), n_steps=3, time_limit=15)
+    observations = [o for o in d3.observations() if o.landmarks is not None]
+    probe = LivenessMonitor(challenge)
+    done = next(i for i, o in enumerate(observations) if probe.feed(o) == "passed")
+    assert done + 6 < len(observations)
+    passive = PassiveConfig(min_frames=done + 6, max_extra_s=2.0)
+
+    monitor = LivenessMonitor(challenge, passive=passive)
+    for obs in observations[: done + 1]:
+        monitor.feed(obs)
+    passed_at = observations[done].t
+    assert monitor.session.status == "passed"
+    assert monitor.collecting(passed_at)
+    assert monitor.result().reasons == ("insufficient_frames",)
+    for obs in observations[done + 1 : done + 6]:
+        assert monitor.collecting(obs.t)
+        monitor.feed(obs)
+    assert not monitor.collecting(observations[done + 5].t)
+    assert monitor.result().passed, monitor.result().reasons
+
+    # ...but not for ever: without faces it gives up max_extra_s after the challenge passed
+    starved = LivenessMonitor(challenge, passive=passive)
+    for obs in observations[: done + 1]:
+        starved.feed(obs)
+    assert starved.collecting(passed_at + 1.9)
+    assert not starved.collecting(passed_at + 2.0)
+    assert starved.result().reasons == ("insufficient_frames",)
+
+
+def test_a_failed_challenge_collects_no_more(d3: Any) -> None:
+    monitor = LivenessMonitor(
+        Challenge(("turn_left", "blink"), seed=None, time_limit=15),
+        passive=PassiveConfig(min_frames=10_000),
+    )
+    for obs in d3.observations():
+        monitor.feed(obs)
+    assert monitor.session.status == "failed"
+    assert not monitor.collecting(d3.observations()[-1].t)
 
 
 def test_turn_in_the_wrong_direction_fails(d3: Any) -> None:
