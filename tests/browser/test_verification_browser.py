@@ -15,7 +15,7 @@ from playwright.async_api import Page, async_playwright, expect
 from sqlalchemy import select
 
 from tests.browser.conftest import CHROMIUM, FAKE_CAMERA, base_url, chromium_args
-from tests.browser.helpers import signed_in_page
+from tests.browser.helpers import assert_video_plays, signed_in_page
 from tests.conftest import MakeUser
 from vbank.app import create_app
 from vbank.config import Settings
@@ -58,6 +58,9 @@ async def _into_live_video(customer: Page, agent: Page) -> None:
     await expect(customer.locator("#consent-dialog")).to_be_visible()
     await customer.click("#consent-accept")
     await expect(agent.locator("#video-state[data-state='live']")).to_have_count(1, timeout=30_000)
+    # as an agent would: see the customer on screen before starting the check (this also lets
+    # the browser's sending rate ramp up, so the check does not start on its first frames)
+    await assert_video_plays(agent, "#remote-video")
 
 
 @pytest.mark.parametrize(
