@@ -504,8 +504,9 @@ class Realtime:
             return {view.customer_id: frame}
         if view.agent_id is None:
             return {}
-        agent_name = (await self.contacts.display_name(view.agent_id))[:120]
-        customer_name = (await self.contacts.display_name(view.customer_id))[:120]
+        names = await self.contacts.display_names(view.agent_id, view.customer_id)
+        agent_name = names[view.agent_id][:120]
+        customer_name = names[view.customer_id][:120]
         agent_id = str(view.agent_id)
         return {
             view.customer_id: p.ContactAssigned(

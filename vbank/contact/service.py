@@ -137,7 +137,10 @@ class ContactService:
     async def participant(self, caller: Caller, contact_id: str) -> Contact:
         """The contact, if the caller takes part in it (else not_found: do not reveal it)."""
         async with self.db.reads() as session:
-            contact = await self.get(session, contact_id)
+            return await self._participant(session, caller, contact_id)
+
+    async def _participant(self, session: AsyncSession, caller: Caller, contact_id: str) -> Contact:
+        contact = await self.get(session, contact_id)
         if caller.user_id not in (contact.customer_id, contact.agent_id):
             raise ContactError("not_found", "no such contact")
         return contact
@@ -163,8 +166,8 @@ class ContactService:
     async def history(
         self, caller: Caller, contact_id: str, after_seq: int = 0, limit: int = MAX_HISTORY
     ) -> list[ChatMessage]:
-        await self.participant(caller, contact_id)
-        async with self.db.reads() as session:
+        async with self.db.reads() as session:  # one session: a reconnect storm runs many
+            await self._participant(session, caller, contact_id)
             return list(
                 (
                     await session.execute(
@@ -176,10 +179,14 @@ class ContactService:
                 ).scalars()
             )
 
-    async def display_name(self, user_id: int) -> str:
+    async def display_names(self, *user_ids: int) -> dict[int, str]:
+        """Names to show for these users, in one query (``user N`` for an unknown id)."""
         async with self.db.reads() as session:
-            name = await session.scalar(select(User.display_name).where(User.id == user_id))
-        return name or f"user {user_id}"
+            rows = await session.execute(
+                select(User.id, User.display_name).where(User.id.in_(user_ids))
+            )
+            found = {uid: name for uid, name in rows}
+        return {uid: found.get(uid) or f"user {uid}" for uid in user_ids}
 
     # ------------------------------------------------------------------ customer actions
 
