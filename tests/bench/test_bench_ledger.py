@@ -29,3 +29,6 @@ def test_bench_ledger_prints_json_with_its_baselines(database_url: str) -> None:
     )
     if not PG_ADMIN_URL:
         assert result["raw_sqlite_transfers_per_s"] > 0
+        assert result["raw_ratio"] == round(
+            result["transfers_per_s"] / result["raw_sqlite_transfers_per_s"], 3
+        )
