@@ -84,6 +84,10 @@ class Attempt:
     task: asyncio.Task[None] | None = None
     state: str = "running"
     good_frames: int = 0
+    frames: int = 0
+    """Frames analysed; with ``face_frames`` and the duration in the result event, it shows
+    an auditor how many pictures the liveness verdict rests on."""
+    face_frames: int = 0
     encodings: list[Any] = field(default_factory=list)
     best_sharpness: float = -1.0
     best_frame: np.ndarray | None = None
@@ -313,7 +317,9 @@ class Verifier:
                 tracker, current = await self.pool.run(track_frame, tracker, rgb)
                 report = current
                 t = time.monotonic() - attempt.started
+                attempt.frames += 1
                 if current.landmarks is not None:
+                    attempt.face_frames += 1
                     monitor.feed(
                         Observation(
                             t, current.landmarks, (rgb.shape[1], rgb.shape[0]), current.face_motion
@@ -441,6 +447,9 @@ class Verifier:
                     "challenge": list(attempt.challenge.steps),
                     "completed_steps": liveness.completed_steps,
                     "good_frames": attempt.good_frames,
+                    "frames_analysed": attempt.frames,
+                    "face_frames": attempt.face_frames,
+                    "seconds": round(time.monotonic() - attempt.started, 2),
                     "reference_evidence": attempt.reference_key,
                     "live_evidence": attempt.live_key,
                     "live_sha256": live_sha256,

@@ -6,6 +6,7 @@ gets the evidence and decides."""
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from vbank.contact.models import Contact
 from vbank.db import Database
 from vbank.demo import store_reference_photo
 from vbank.evidence import EvidenceStore
+from vbank.identity.liveness import PassiveConfig
 from vbank.models import User
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "faces"
@@ -109,12 +111,19 @@ async def test_matching_customer_is_verified_after_the_agent_approves(
             and contact.verified_by is not None
         )
         assert (await verify_database(session)).ok
-    types = [e.type for e in await session_events(db, contact_id)]
+    events = await session_events(db, contact_id)
+    types = [e.type for e in events]
     assert (
         types.index("verify.started")
         < types.index("verify.attempt_result")
         < types.index("verify.decision")
     )
+    # the result says how many pictures the verdict rests on: a passed liveness check had at
+    # least the passive checks' minimum of frames with a face
+    logged = json.loads(events[types.index("verify.attempt_result")].payload)
+    assert logged["frames_analysed"] >= logged["face_frames"] >= PassiveConfig().min_frames
+    assert logged["face_frames"] >= logged["good_frames"] >= 1
+    assert 0 < logged["seconds"] < 90
     # deciding twice is refused
     ref = await agent.send(
         "verify.decide",
