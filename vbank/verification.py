@@ -85,9 +85,8 @@ class Attempt:
     state: str = "running"
     good_frames: int = 0
     frames: int = 0
-    """Frames analysed; with ``face_frames`` and the duration in the result event, it shows
-    an auditor how many pictures the liveness verdict rests on."""
-    face_frames: int = 0
+    """Frames analysed; with the passive checks' face frames and the duration in the result
+    event, it shows an auditor how many pictures the liveness verdict rests on."""
     encodings: list[Any] = field(default_factory=list)
     best_sharpness: float = -1.0
     best_frame: np.ndarray | None = None
@@ -319,7 +318,6 @@ class Verifier:
                 t = time.monotonic() - attempt.started
                 attempt.frames += 1
                 if current.landmarks is not None:
-                    attempt.face_frames += 1
                     monitor.feed(
                         Observation(
                             t, current.landmarks, (rgb.shape[1], rgb.shape[0]), current.face_motion
@@ -448,7 +446,7 @@ class Verifier:
                     "completed_steps": liveness.completed_steps,
                     "good_frames": attempt.good_frames,
                     "frames_analysed": attempt.frames,
-                    "face_frames": attempt.face_frames,
+                    "face_frames": monitor.passive.frames,
                     "seconds": round(time.monotonic() - attempt.started, 2),
                     "reference_evidence": attempt.reference_key,
                     "live_evidence": attempt.live_key,

@@ -410,9 +410,14 @@ class PassiveLiveness:
         self._shapes: list[npt.NDArray[np.float64]] = []
 
     @property
+    def frames(self) -> int:
+        """Frames with a face fed so far (what the verdict rests on)."""
+        return len(self._shapes)
+
+    @property
     def enough(self) -> bool:
         """Whether enough frames with a face have been seen to judge."""
-        return len(self._shapes) >= self.config.min_frames
+        return self.frames >= self.config.min_frames
 
     def feed(self, obs: Observation) -> None:
         """Feed one observation; frames without a face are ignored."""
