@@ -48,15 +48,16 @@ class Hub:
         return sum(len(c) for c in self._by_user.values())
 
     async def send(
-        self, user_id: int | None, message: ServerMessage, *, skip: Connection | None = None
+        self, user_id: int | None, message: ServerMessage | str, *, skip: Connection | None = None
     ) -> int:
-        """Send to every connection of a user but ``skip``; returns how many got it."""
+        """Send to every connection of a user but ``skip``; returns how many got it.
+        ``message`` is a frame, or its JSON text already serialized (the chat hot path)."""
         if user_id is None:
             return 0
         conns = [c for c in self._by_user.get(user_id, ()) if c is not skip]
         if not conns:
             return 0
-        text = serialize_server_message(message)
+        text = message if isinstance(message, str) else serialize_server_message(message)
         sent = 0
         for conn in conns:
             try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal, NoReturn, cast
 
@@ -79,6 +80,8 @@ __all__ = [
     "VideoState",
     "VideoStateName",
     "Welcome",
+    "chat_ack_json",
+    "chat_message_json",
     "parse_client_message",
     "parse_server_message",
     "serialize_server_message",
@@ -882,6 +885,58 @@ def parse_client_message(raw: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES
 def serialize_server_message(message: ServerMessage) -> str:
     """Compact JSON text for one server frame (``None`` fields are sent as ``null``)."""
     return message.model_dump_json()
+
+
+#: compact JSON with text as is, like pydantic's serializer (one encoder, built once)
+_encode_json: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _iso_utc(ts: datetime) -> str:
+    """An aware UTC time as pydantic writes it: ISO 8601 with ``Z``."""
+    text = ts.isoformat()
+    if not text.endswith("+00:00"):
+        raise ValueError("chat times are UTC")
+    return text[:-6] + "Z"
+
+
+def chat_message_json(
+    contact_id: str, seq: int, sender: str, text: str, client_id: str | None, ts: datetime
+) -> str:
+    """``serialize_server_message(ChatMessage(...))`` for a line that was validated when
+    it was posted, built without the model.
+
+    Why: the two frames of every chat line (this and :func:`chat_ack_json`) were the event
+    loop's largest cost after the socket writes (pydantic's ``model_construct`` and
+    serializer, about a tenth of the loop in cProfile with 1,000 clients). Tests check
+    that both give exactly the bytes of the models' serialization.
+    """
+    return _encode_json(
+        {
+            "v": PROTOCOL_VERSION,
+            "type": "chat.message",
+            "contact_id": contact_id,
+            "seq": seq,
+            "sender": sender,
+            "text": text,
+            "client_id": client_id,
+            "ts": _iso_utc(ts),
+        }
+    )
+
+
+def chat_ack_json(message_id: str, seq: int, contact_id: str, ts: datetime) -> str:
+    """``serialize_server_message(Ack(...))`` for a stored chat line (see
+    :func:`chat_message_json`)."""
+    return _encode_json(
+        {
+            "v": PROTOCOL_VERSION,
+            "type": "ack",
+            "id": message_id,
+            "seq": seq,
+            "contact_id": contact_id,
+            "ts": _iso_utc(ts),
+        }
+    )
 
 
 def parse_server_message(raw: str | bytes) -> ServerMessage:

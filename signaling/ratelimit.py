@@ -52,8 +52,11 @@ class TokenBucket:
         self._tokens = self.burst
         self._last = clock()
 
-    def _refill(self) -> None:
-        now = self._clock()
+    def _refill(self, now: float | None = None) -> None:
+        """Add the tokens earned since the last refill; ``now`` is a clock reading the
+        caller already has (one per frame for both of :meth:`FloodGuard.admit_frame`'s buckets)."""
+        if now is None:
+            now = self._clock()
         elapsed = now - self._last
         if elapsed > 0:
             self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
@@ -164,7 +167,10 @@ class FloodGuard:
         if size > self._bytes.burst:
             return self._reject("frame larger than byte burst")
         frames, bytes_ = self._frames, self._bytes
-        if frames.tokens < 1 or bytes_.tokens < size:  # both refilled just now
+        now = self._clock()  # one reading for both buckets
+        frames._refill(now)
+        bytes_._refill(now)
+        if frames._tokens < 1 or bytes_._tokens < size:
             return self._reject("frame/byte rate")
         frames._take(1)
         bytes_._take(size)

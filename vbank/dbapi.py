@@ -105,6 +105,11 @@ def _run(conn: Connection, plan: _Plan, params: Any, many: bool) -> list[tuple[A
     return [tuple(row) for row in rows]
 
 
+def prepare(stmt: ClauseElement, dialect: Dialect) -> None:
+    """Compile ``stmt`` for :func:`execute` now (a writer warming up before it serves)."""
+    _plan(stmt, dialect, None)
+
+
 def execute(
     conn: Connection, stmt: ClauseElement, values: Mapping[str, Any] | None = None
 ) -> list[tuple[Any, ...]]:

@@ -80,14 +80,14 @@ class Outcome:
     error: BaseException | None = None
 
 
-def settle(future: asyncio.Future[Any], outcome: Outcome) -> None:
+def settle(future: asyncio.Future[Any], value: Any, error: BaseException | None = None) -> None:
     """Hand a job's outcome to its caller (unless the caller gave up waiting)."""
     if future.done():
         return
-    if outcome.error is not None:
-        future.set_exception(outcome.error)
+    if error is not None:
+        future.set_exception(error)
     else:
-        future.set_result(outcome.value)
+        future.set_result(value)
 
 
 def fail(futures: Iterable[asyncio.Future[Any]], exc: BaseException) -> None:
@@ -241,7 +241,7 @@ class Batcher:
             self.batches += 1
             self.units += len(batch)
             for (_, future), out in zip(batch, outcomes, strict=True):
-                settle(future, out)
+                settle(future, out.value, out.error)
 
     async def _finish(self) -> None:
         if self._task is not None and not self._task.done():

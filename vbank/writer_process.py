@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.orm import Session
 
 from vbank.db import checkpoint_wal
@@ -69,6 +69,7 @@ _RECV = 1 << 20
 LINGER_S = 0.001
 LINGER_JOBS = 16
 _PROCESS_SAFE: set[BulkHandler] = set()
+_ON_START: list[Callable[[Dialect], None]] = []
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 #: how often the child copies the WAL back into the database file (SQLite)
@@ -77,6 +78,13 @@ WAL_CHECKPOINT_S = 0.5
 #: milliseconds.  A child still re-imports the main *script* (not ``python -m`` mains),
 #: so the `vbank` console script's own import, vbank.cli, is preloaded too.
 PRELOAD = ["vbank.cli", "vbank.writer", "vbank.contact.chat", "sqlalchemy.dialects.sqlite.pysqlite"]
+
+
+def on_writer_start(warm: Callable[[Dialect], None]) -> Callable[[Dialect], None]:
+    """Register ``warm`` to run in every writer child before its first batch (compiling
+    statements, say), so that work is not paid by the first callers' latency."""
+    _ON_START.append(warm)
+    return warm
 
 
 def process_safe(handler: Callable[[Session, list[Any]], Sequence[Any]]) -> Any:
@@ -100,6 +108,22 @@ def _portable(outcomes: list[Outcome]) -> list[Outcome]:
                 o = Outcome(error=RuntimeError(f"{type(o.error).__name__}: {o.error}"))
         out.append(o)
     return out
+
+
+def _wire(outcomes: list[Outcome]) -> tuple[list[Any], dict[int, BaseException]]:
+    """Outcomes as the child sends them: every value in order, and the errors by position.
+
+    Plain lists and tuples, not ``Outcome`` objects: the parent's event loop unpickles a
+    batch's outcomes, and 127 chat lines took 0.23 ms as Outcome-wrapped dataclasses
+    against 0.07 ms as named tuples in a list (timeit).
+    """
+    values: list[Any] = []
+    errors: dict[int, BaseException] = {}
+    for i, o in enumerate(_portable(outcomes)):
+        values.append(o.value)
+        if o.error is not None:
+            errors[i] = o.error
+    return values, errors
 
 
 class _Frames:
@@ -175,6 +199,8 @@ def child_main(sock: socket.socket, sync_url: URL | str, sqlite: bool, max_batch
         ).start()
     else:
         runner = BatchRunner(sync_url, sqlite=False)
+    for warm in _ON_START:
+        warm(runner.engine.dialect)
     frames = _Frames(sock, max_batch)
     try:
         while (jobs := frames.batch()) is not None:
@@ -183,7 +209,7 @@ def child_main(sock: socket.socket, sync_url: URL | str, sqlite: bool, max_batch
             except Exception as exc:  # begin or commit failed: no job took effect
                 [error] = _portable([Outcome(error=exc)])
                 outcomes = [error] * len(jobs)
-            data = pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL)
+            data = pickle.dumps(_wire(outcomes), protocol=pickle.HIGHEST_PROTOCOL)
             sock.sendall(_LEN.pack(len(data)) + data)
     finally:
         stop.set()
@@ -311,11 +337,12 @@ class ProcessWriter(Batcher):
         try:
             while True:
                 (n,) = _LEN.unpack(await child.reader.readexactly(_LEN.size))
-                outcomes: list[Outcome] = pickle.loads(await child.reader.readexactly(n))  # noqa: S301 - our child
+                values, errors = pickle.loads(await child.reader.readexactly(n))  # noqa: S301 - our child
                 self.batches += 1
-                self.units += len(outcomes)
-                for out in outcomes:
-                    settle(child.inflight.popleft(), out)
+                self.units += len(values)
+                inflight = child.inflight
+                for i, value in enumerate(values):
+                    settle(inflight.popleft(), value, errors.get(i) if errors else None)
         except (ConnectionError, asyncio.IncompleteReadError):
             if child.inflight:
                 logger.warning(

@@ -23,11 +23,12 @@ from sqlalchemy.orm import Session
 from audit import log
 from audit.models import AuditEvent
 from tests.trading.test_service import open_contact
-from vbank import writer_process
-from vbank.contact.chat import ChatWriter, PostRefused
+from vbank import dbapi, writer_process
+from vbank.contact.chat import ChatWriter, PostRefused, _Pending, prepare_statements, store_batch
 from vbank.contact.models import ChatMessage, Contact
-from vbank.db import Database
+from vbank.db import Database, sync_url
 from vbank.roles import Role
+from vbank.writer import BatchRunner, Job
 from vbank.writer_process import WriterProcessDied, process_safe
 
 
@@ -261,3 +262,48 @@ async def test_an_item_that_does_not_cross_fails_alone(
     assert not isinstance(good, BaseException) and good.seq == 2
     after = await chat.post(cid, customer, "customer", "p3", "after")
     assert after.seq == 3 and db.process_writer.starts == 1
+
+
+async def test_prepared_statements_serve_every_batch_length(
+    db: Database, parties: tuple[int, int, str]
+) -> None:
+    """After the writer child's warm-up, batches of any length compile no statement: the
+    contacts and resends are padded to the sizes it prepared, and padding changes no
+    outcome (a resend is still found, each contact still numbered from 1)."""
+    customer, agent, first = parties
+    cids = [first] + [await open_contact(db, customer, agent, None) for _ in range(6)]
+    runner = BatchRunner(sync_url(db.url), sqlite=db.is_sqlite)
+
+    async def run(items: list[_Pending]) -> list[object]:
+        jobs = [Job(None, store_batch, item) for item in items]
+        return [o.value for o in await asyncio.to_thread(runner.run_batch, jobs)]
+
+    try:
+        prepare_statements(runner.engine.dialect)
+        # the first batch compiles the statements of every length alike (insert, audit)
+        [warm] = await run([_Pending(cids[0], customer, "customer", "w", "warm")])
+        misses = dbapi._plan.cache_info().misses
+        for n in (2, 3, 5, 7):
+            batch = [_Pending(c, customer, "customer", f"n{n}-{c}", "hello") for c in cids[:n]]
+            resend = _Pending(cids[0], customer, "customer", "w", "warm")
+            out = await run([*batch, resend])
+            assert [r.contact_id for r in out[:n]] == cids[:n]  # type: ignore[attr-defined]
+            assert not any(r.duplicate for r in out[:n])  # type: ignore[attr-defined]
+            assert out[n] == warm._replace(duplicate=True)  # type: ignore[attr-defined]
+        assert dbapi._plan.cache_info().misses == misses
+        async with db.sessions() as session:
+            counts = {
+                cid: len(
+                    (
+                        await session.execute(
+                            select(ChatMessage.seq).where(ChatMessage.contact_id == cid)
+                        )
+                    ).all()
+                )
+                for cid in cids
+            }
+        assert counts == {
+            c: 1 + 4 if i == 0 else sum(n > i for n in (2, 3, 5, 7)) for i, c in enumerate(cids)
+        }
+    finally:
+        runner.dispose()

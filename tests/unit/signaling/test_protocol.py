@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -477,3 +477,59 @@ def test_error_codes_are_the_documented_set() -> None:
         "refused",
         "internal",
     }
+
+
+# ------------------------------------------------------------- chat frames built without models
+
+idents = st.from_regex(p._ID_PATTERN, fullmatch=True).filter(lambda s: len(s) <= 64)
+utc_times = st.datetimes(
+    min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+)
+
+
+@settings(max_examples=300)
+@given(
+    contact_id=idents,
+    seq=st.integers(1, 2**53 - 1),
+    sender=st.sampled_from(["customer", "agent", "system"]),
+    text=st.text(min_size=1, max_size=80),
+    client_id=st.none() | idents,
+    ts=utc_times,
+)
+def test_chat_message_json_is_the_models_serialization(
+    contact_id: str, seq: int, sender: str, text: str, client_id: str | None, ts: datetime
+) -> None:
+    """The hot path's hand-built frame is byte for byte what the validated model gives."""
+    try:
+        model = p.ChatMessage(
+            contact_id=contact_id,
+            seq=seq,
+            sender=sender,  # type: ignore[arg-type]
+            text=text,
+            client_id=client_id,
+            ts=ts,
+        )
+    except ValidationError:  # text the protocol refuses is never stored, so never sent
+        return
+    built = p.chat_message_json(contact_id, seq, sender, text, client_id, ts)
+    assert built == p.serialize_server_message(model)
+    assert p.parse_server_message(built) == model
+
+
+@settings(max_examples=200)
+@given(message_id=idents, seq=st.integers(1, 2**53 - 1), contact_id=idents, ts=utc_times)
+def test_chat_ack_json_is_the_models_serialization(
+    message_id: str, seq: int, contact_id: str, ts: datetime
+) -> None:
+    model = p.Ack(id=message_id, seq=seq, contact_id=contact_id, ts=ts)
+    built = p.chat_ack_json(message_id, seq, contact_id, ts)
+    assert built == p.serialize_server_message(model)
+    assert p.parse_server_message(built) == model
+
+
+def test_hand_built_chat_frames_refuse_a_time_that_is_not_utc() -> None:
+    paris = datetime(2026, 1, 1, 12, tzinfo=timezone(timedelta(hours=1)))
+    with pytest.raises(ValueError, match="UTC"):
+        p.chat_ack_json("m1", 1, "c1", paris)
+    with pytest.raises(ValueError, match="UTC"):
+        p.chat_message_json("c1", 1, "agent", "hi", None, datetime(2026, 1, 1))
