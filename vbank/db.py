@@ -26,6 +26,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 
+from vbank.sqlite_driver import dbapi_module
+
 if TYPE_CHECKING:
     from vbank.writer import GroupWriter
     from vbank.writer_process import ProcessWriter
@@ -141,6 +143,9 @@ class Database:
             # One connection: SQLite has one writer anyway, and this keeps the
             # write lock from ever being contended inside the process.
             kwargs.update(pool_size=1, max_overflow=0, pool_timeout=60)
+            module = dbapi_module()  # one trip to aiosqlite's thread per statement
+            if module is not None:
+                kwargs["module"] = module
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(async_url(url), **kwargs)
@@ -154,7 +159,7 @@ class Database:
         self.reads = self.sessions
         if self.is_sqlite and make_url(url).database not in (None, "", ":memory:"):
             self._read_engine = create_async_engine(
-                async_url(url), echo=echo, pool_size=1, max_overflow=0, pool_timeout=60
+                async_url(url), **{**kwargs, "pool_size": 1, "max_overflow": 0}
             )
             configure_sqlite(self._read_engine.sync_engine, read_only=True)
             self.reads = async_sessionmaker(self._read_engine, expire_on_commit=False)
