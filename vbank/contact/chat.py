@@ -262,7 +262,7 @@ def store_batch(session: Session, batch: list[_Pending]) -> list[PostResult | Po
 def prepare_statements(dialect: Dialect) -> None:
     """Compile every statement size :func:`store_batch` uses, before the first batch."""
     n = 1
-    while n <= MAX_BATCH:
+    while n <= _bucket(MAX_BATCH):  # the largest size a batch can be padded to
         for stmt in (*_contacts_sql(n), _earlier_sql(n)):
             dbapi.prepare(stmt, dialect)
         n *= 2
